@@ -1,0 +1,137 @@
+"""MPS chains: exact round trips, bond spectra, the TT-SVD bound, autograd, structure."""
+
+import math
+
+import pytest
+import torch
+from _kernels import SHAPES, make_kernel, tolerance
+
+import tnconv
+
+
+def chains(legs):
+    """A few chains per kernel: the default and two others with multi-leg sites."""
+    out = [None]
+    if len(legs) >= 3:
+        out.append("|".join(reversed(legs)))
+        out.append(",".join(legs[:2]) + "|" + "|".join(legs[2:]))
+    return out
+
+
+def rel(a, b):
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_round_trip_exact_every_cut_and_chain(name, dtype):
+    w = make_kernel(name, dtype)
+    legs = tnconv.kernel_legs(w)
+    for cut in [*tnconv.all_cuts(legs), *chains(legs)]:
+        mps = tnconv.to_mps(w, cut)
+        back = mps.to_kernel()
+        assert back.dtype == dtype and back.shape == w.shape
+        assert rel(back, w) <= tolerance(dtype), cut
+        assert mps.rel_error <= tolerance(dtype)
+
+
+def test_split_chain_round_trip_and_sub_leg_sites():
+    w = make_kernel("conv3x3", torch.float64)
+    mps = tnconv.to_mps(w, split={"out": (2, 2, 2)})
+    assert mps.sites == (("out0",), ("out1",), ("out2",), ("kh",), ("kw",), ("in",))
+    assert rel(mps.to_kernel(), w) < 1e-12
+    mps = tnconv.to_mps(torch.randn(16, 8), split="binary", dtype=torch.float64)
+    assert len(mps.sites) == 7
+    assert mps.physical_legs == ("out0", "out1", "out2", "out3", "in0", "in1", "in2")
+
+
+def test_bond_spectra_equal_cut_spectra():
+    w = make_kernel("conv5x5")
+    mps = tnconv.to_mps(w, "out|kh|kw|in", max_bond=2)  # truncation must not change them
+    refs = [tnconv.spectrum(w, c) for c in ("out|in,kh,kw", "out,kh|in,kw", "out,kh,kw|in")]
+    assert len(mps.bond_spectra) == 3
+    for s, ref in zip(mps.bond_spectra, refs):
+        torch.testing.assert_close(s, ref, atol=1e-10 * float(ref[0]), rtol=0)
+
+
+def test_network_structure():
+    w = make_kernel("conv3x3")
+    mps = tnconv.to_mps(w, max_bond=3)
+    tn = mps.tn
+    assert len(tn.tensors) == 4
+    for k, site in enumerate(mps.sites):
+        t = tn[f"I{k}"]
+        assert "SITE" in t.tags
+        expected = ((f"b{k - 1}",) if k else ()) + site + ((f"b{k}",) if k < 3 else ())
+        assert t.inds == expected
+        assert isinstance(t.data, torch.Tensor)
+    assert set(tn.outer_inds()) == {"out", "in", "kh", "kw"}
+    assert mps.bond_dims == [3, 3, 3]
+    assert mps.num_params == sum(a.numel() for a in mps.arrays)
+    assert mps.compression_ratio == pytest.approx(w.numel() / mps.num_params)
+    # the quimb network contracts to the same kernel as to_kernel()
+    dense = tnconv.contract_tn(tn, ("out", "in", "kh", "kw"))
+    torch.testing.assert_close(dense, mps.to_kernel())
+
+
+@pytest.mark.parametrize("max_error", [0.05, 0.2, 0.4, 0.7])
+@pytest.mark.parametrize("name", ["conv3x3", "conv7x7", "conv3d"])
+def test_tt_svd_bound_holds(name, max_error):
+    w = make_kernel(name)
+    mps = tnconv.to_mps(w, max_error=max_error)
+    assert mps.error_bound == max_error
+    assert mps.rel_error <= max_error + 1e-12
+    assert rel(mps.to_kernel(), w) == pytest.approx(mps.rel_error, rel=1e-9)
+
+
+def test_errors_are_orthogonal_sum_of_discarded_weights():
+    # in canonical form the squared discarded weights of all bonds add up exactly
+    w = make_kernel("conv7x7")
+    mps = tnconv.to_mps(w, max_bond=4)
+    assert 0 < mps.rel_error < 1
+    assert mps.bond_dims == [4, 4, 3]
+
+
+def test_keep_and_max_bond_per_bond():
+    w = make_kernel("conv5x5")  # 6x4x5x5, chain out|kh|kw|in: full bonds 6, 24?, 4
+    full = [int(s.numel()) for s in tnconv.to_mps(w).bond_spectra]
+    mps = tnconv.to_mps(w, keep=0.5)
+    assert mps.bond_dims == [math.ceil(f / 2) for f in full]
+    mps = tnconv.to_mps(w, max_bond=1)
+    assert mps.bond_dims == [1, 1, 1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_returns_own_dtype(dtype):
+    w = make_kernel("conv3x3", dtype)
+    mps = tnconv.to_mps(w)
+    assert mps.arrays[0].dtype == torch.float32
+    out = mps.to_kernel()
+    assert out.dtype == dtype
+    assert rel(out, w) < 1e-2
+
+
+def test_gradients_flow_to_cores_and_kernel():
+    w = make_kernel("conv3x3").requires_grad_()
+    mps = tnconv.to_mps(w, max_bond=3)
+    cores = [a.detach().clone().requires_grad_() for a in mps.arrays]
+    k = tnconv.contract(cores, mps.inds, mps.physical_legs, shape=mps.shape)
+    k.square().sum().backward()
+    assert all(c.grad is not None and torch.isfinite(c.grad).all() for c in cores)
+    mps.to_kernel().square().sum().backward()
+    assert w.grad is not None and torch.isfinite(w.grad).all() and w.grad.abs().sum() > 0
+
+
+def test_input_not_modified():
+    w = make_kernel("conv3x3", torch.float32)
+    before = w.clone()
+    tnconv.to_mps(w, max_bond=2)
+    assert torch.equal(w, before)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda():
+    w = make_kernel("conv3x3", torch.float32).cuda()
+    mps = tnconv.to_mps(w, max_bond=4)
+    assert all(a.is_cuda for a in mps.arrays)
+    assert mps.to_kernel().is_cuda

@@ -1,0 +1,113 @@
+"""Truncation along one cut: the Eckart-Young optimum, criteria, reports, dtype and device."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from _kernels import SHAPES, make_kernel
+from test_spectra import numpy_matrix
+
+import tnconv
+from tnconv.truncate import CutSVD, choose_rank
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_error_is_the_discarded_tail_of_a_float64_svd(name):
+    w = make_kernel(name)
+    for cut in tnconv.all_cuts(w):
+        ref = np.linalg.svd(numpy_matrix(w, cut), compute_uv=False)
+        for keep in (1.0, 0.5, 0.2):
+            wt, rep = tnconv.truncate(w, cut, keep=keep)
+            r = rep.rank
+            assert r == max(1, math.ceil(keep * len(ref) - 1e-9))
+            tail = math.sqrt((ref[r:] ** 2).sum() / (ref**2).sum())
+            measured = float((w - wt).norm() / w.norm())
+            assert rep.rel_error == pytest.approx(tail, abs=1e-6)
+            assert measured == pytest.approx(tail, abs=1e-6)
+            assert rep.norm_loss == pytest.approx(1 - float(wt.norm() / w.norm()), abs=1e-6)
+            # the truncated kernel has rank r across the cut (and is optimal: tail error)
+            s_t = np.linalg.svd(numpy_matrix(wt, cut), compute_uv=False)
+            assert (s_t > 1e-9 * ref[0]).sum() == r
+
+
+def test_report_fields():
+    w = make_kernel("conv3x3")
+    _, rep = tnconv.truncate(w, "out,kh|in,kw", max_bond=5)
+    assert rep.cut == "out,kh|in,kw"
+    assert rep.shape == (8, 6, 3, 3)
+    assert (rep.rank, rep.full_rank) == (5, 18)
+    assert rep.params_factored == (24 + 18) * 5
+    assert rep.params_dense == w.numel()
+    assert rep.compression == pytest.approx(w.numel() / rep.params_factored)
+    s = tnconv.spectrum(w, "out,kh|in,kw")
+    assert rep.entropy_before == pytest.approx(float(tnconv.entropy(s)))
+    assert rep.entropy_after == pytest.approx(float(tnconv.entropy(s[:5])))
+    d = rep.as_dict()
+    assert d["shape"] == "8x6x3x3" and d["rank"] == 5
+
+
+def test_no_criterion_keeps_everything():
+    w = make_kernel("conv5x5")
+    wt, rep = tnconv.truncate(w, "out|in,kh,kw")
+    assert rep.rank == rep.full_rank
+    assert float((wt - w).norm() / w.norm()) < 1e-12
+
+
+def test_criteria_combine_by_smallest_rank():
+    s = torch.tensor([8.0, 4.0, 2.0, 1.0, 0.5, 0.25], dtype=torch.float64)
+    assert choose_rank(s, max_bond=4) == 4
+    assert choose_rank(s, keep=0.5) == 3
+    err3 = math.sqrt(float((s[3:] ** 2).sum() / (s**2).sum()))
+    assert choose_rank(s, max_error=err3) == 3
+    assert choose_rank(s, max_error=err3, max_bond=2) == 2  # max_bond caps
+    assert choose_rank(s, keep=0.5, max_bond=5) == 3
+    assert choose_rank(s, cutoff=0.1) == 4  # rel: drop s <= 0.8
+    assert choose_rank(s, cutoff=1.0, cutoff_mode="abs") == 3
+    assert choose_rank(s, cutoff=0.25**2 + 0.5**2, cutoff_mode="sum2") == 4
+    assert choose_rank(s, cutoff=0.75 / 15.75, cutoff_mode="rsum1") == 4
+    assert choose_rank(s, max_bond=100) == 6
+
+
+def test_max_error_target_is_met():
+    w = make_kernel("conv7x7")
+    for target in (0.05, 0.2, 0.5):
+        wt, rep = tnconv.truncate(w, "out,kh|in,kw", max_error=target)
+        assert rep.rel_error <= target + 1e-12
+        assert float((w - wt).norm() / w.norm()) <= target + 1e-9
+        _, smaller = tnconv.truncate(w, "out,kh|in,kw", max_bond=rep.rank - 1) if rep.rank > 1 \
+            else (None, None)
+        assert smaller is None or smaller.rel_error > target
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_dtype_shape_kept_and_input_untouched(dtype):
+    w = make_kernel("conv3x3", dtype)
+    before = w.clone()
+    wt, _ = tnconv.truncate(w, "out|in,kh,kw", keep=0.5)
+    assert wt.dtype == dtype and wt.shape == w.shape and wt.device == w.device
+    assert torch.equal(w, before)
+
+
+def test_cut_svd_reuse_matches_one_shot():
+    w = make_kernel("conv3x3")
+    svd = CutSVD(w, "out,kw|in,kh")
+    for r in (1, 4, 9, 18):
+        wt, rep = tnconv.truncate(w, "out,kw|in,kh", max_bond=r)
+        assert torch.allclose(svd.reconstruct(r), wt, atol=1e-12)
+        assert svd.report(r) == rep
+    with pytest.raises(ValueError, match=r"rank must be in \[1, 18\]"):
+        svd.reconstruct(19)
+
+
+def test_chain_cut_is_refused():
+    with pytest.raises(ValueError, match="to_mps|bipartition"):
+        tnconv.truncate(make_kernel("conv3x3"), "out|kh|kw|in", keep=0.5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_stays_on_device():
+    w = make_kernel("conv3x3", torch.float32).cuda()
+    wt, _ = tnconv.truncate(w, "out|in,kh,kw", keep=0.5)
+    assert wt.is_cuda
+    assert tnconv.spectrum(w, "out|in,kh,kw").is_cuda

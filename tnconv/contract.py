@@ -1,0 +1,164 @@
+"""Contraction of labelled networks back to torch tensors, through opt_einsum.
+
+Every contraction here is an einsum over named indices. The equation and the contraction
+path depend only on the network's *structure* (index names and shapes), so one
+:func:`opt_einsum.contract_expression` is built per structure, cached, and reused: a trainable
+layer that rebuilds its kernel every forward pass pays for path finding once.
+
+The arrays are torch tensors on any device; opt_einsum calls torch's own ``tensordot`` /
+``einsum``, so the result stays on the arrays' device with autograd intact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import opt_einsum
+import torch
+
+__all__ = ["contract", "contract_tn", "contraction_expression", "cache_info"]
+
+
+def _equation(
+    inds: Sequence[Sequence[str]], output_inds: Sequence[str]
+) -> tuple[str, dict[str, str]]:
+    symbols: dict[str, str] = {}
+    for group in (*inds, output_inds):
+        for ix in group:
+            if ix not in symbols:
+                symbols[ix] = opt_einsum.get_symbol(len(symbols))
+    lhs = ",".join("".join(symbols[ix] for ix in group) for group in inds)
+    rhs = "".join(symbols[ix] for ix in output_inds)
+    return f"{lhs}->{rhs}", symbols
+
+
+@lru_cache(maxsize=512)
+def _cached_expression(eq: str, shapes: tuple[tuple[int, ...], ...], optimize: str) -> Any:
+    return opt_einsum.contract_expression(eq, *shapes, optimize=optimize)
+
+
+def contraction_expression(
+    inds: Sequence[Sequence[str]],
+    shapes: Sequence[Sequence[int]],
+    output_inds: Sequence[str],
+    *,
+    optimize: str = "auto",
+) -> Any:
+    """The cached opt_einsum expression for a network structure.
+
+    Parameters
+    ----------
+    inds
+        Index names of each tensor.
+    shapes
+        Shape of each tensor.
+    output_inds
+        Index names of the result, in order.
+    optimize
+        opt_einsum path optimiser.
+
+    Returns
+    -------
+    opt_einsum.contract.ContractExpression
+        Call it as ``expr(*arrays, backend="torch")``.
+
+    Examples
+    --------
+    >>> expr = contraction_expression([("a", "b"), ("b", "c")], [(2, 3), (3, 4)], ("a", "c"))
+    >>> expr.contraction_list[0][2]
+    'bc,ab->ac'
+    """
+    if len(inds) != len(shapes):
+        raise ValueError(f"got {len(inds)} index tuples but {len(shapes)} shapes")
+    for ix, shp in zip(inds, shapes):
+        if len(ix) != len(shp):
+            raise ValueError(f"indices {tuple(ix)} do not match shape {tuple(shp)}")
+    eq, _ = _equation(inds, output_inds)
+    key = tuple(tuple(int(d) for d in s) for s in shapes)
+    return _cached_expression(eq, key, optimize)
+
+
+def contract(
+    arrays: Sequence[torch.Tensor],
+    inds: Sequence[Sequence[str]],
+    output_inds: Sequence[str],
+    *,
+    shape: Sequence[int] | None = None,
+    optimize: str = "auto",
+) -> torch.Tensor:
+    """Contract torch tensors with named indices, reusing a cached expression.
+
+    Parameters
+    ----------
+    arrays
+        The tensors (same device and dtype).
+    inds
+        Index names of each tensor; a name shared by two tensors is summed over.
+    output_inds
+        Index names kept in the result, in this order.
+    shape
+        If given, the result is reshaped to it (to fuse sub-legs back into legs).
+    optimize
+        opt_einsum path optimiser.
+
+    Returns
+    -------
+    torch.Tensor
+        On the arrays' device; differentiable.
+
+    Examples
+    --------
+    >>> import torch
+    >>> a, b = torch.ones(2, 3), torch.ones(3, 4)
+    >>> contract([a, b], [("i", "k"), ("k", "j")], ("i", "j")).shape
+    torch.Size([2, 4])
+    """
+    if len(arrays) != len(inds):
+        raise ValueError(f"got {len(arrays)} arrays but {len(inds)} index tuples")
+    expr = contraction_expression(inds, [tuple(a.shape) for a in arrays], output_inds,
+                                  optimize=optimize)
+    out = expr(*arrays, backend="torch")
+    return out.reshape(tuple(shape)) if shape is not None else out
+
+
+def contract_tn(
+    tn: Any, output_inds: Sequence[str], *, shape: Sequence[int] | None = None
+) -> torch.Tensor:
+    """Contract a quimb tensor network whose data are torch tensors.
+
+    Parameters
+    ----------
+    tn
+        A ``quimb.tensor.TensorNetwork`` (or a single ``Tensor``).
+    output_inds
+        Open indices of the result, in order.
+    shape
+        Optional final shape (fuses sub-legs).
+
+    Returns
+    -------
+    torch.Tensor
+
+    Examples
+    --------
+    >>> import torch, tnconv
+    >>> tn = tnconv.kernel_tn(torch.ones(4, 3, 3, 3))
+    >>> contract_tn(tn, ("out", "in", "kh", "kw")).shape
+    torch.Size([4, 3, 3, 3])
+    """
+    tensors = list(tn.tensors) if hasattr(tn, "tensors") else [tn]
+    return contract([t.data for t in tensors], [t.inds for t in tensors], output_inds,
+                    shape=shape)
+
+
+def cache_info() -> Any:
+    """Hits and misses of the expression cache (``functools.lru_cache`` statistics).
+
+    Examples
+    --------
+    >>> cache_info().maxsize
+    512
+    """
+    return _cached_expression.cache_info()

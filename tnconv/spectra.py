@@ -1,0 +1,288 @@
+"""Entanglement-style spectra of kernels across cuts.
+
+Definitions used throughout tnconv (``s`` are the singular values across a bipartition, in
+descending order, and ``W_r`` the best rank-``r`` approximation, by Eckart-Young):
+
+* **relative error** ``e(r) = ||W - W_r||_F / ||W||_F = sqrt(sum_{i>=r} s_i^2 / sum_i s_i^2)``;
+* **norm loss** ``l(r) = 1 - ||W_r||_F / ||W||_F = 1 - sqrt(sum_{i<r} s_i^2 / sum_i s_i^2)``;
+* **entropy**: with ``p_i = s_i^2 / sum_j s_j^2`` (normalised), the von Neumann entropy
+  ``-sum p_i log p_i`` (``alpha=1``) or the Renyi entropy
+  ``log(sum p_i^alpha) / (1 - alpha)``, in bits by default (``base=2``).
+
+All linear algebra runs in torch on the kernel's device, in float32 at least (float64 when
+asked). In float32, singular values below about ``1e-7 * s_max`` are rounding noise.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from .cuts import CutSpec, parse_cut
+from .legs import SplitSpec
+from .network import KernelLayout, compute_dtype, layout
+
+__all__ = [
+    "spectrum",
+    "entropy",
+    "rank_for_error",
+    "norm_curve",
+    "NormCurve",
+    "matricize",
+    "tail_errors",
+]
+
+
+def _group_dims(lay: KernelLayout, groups: tuple[tuple[str, ...], ...]) -> list[int]:
+    sizes = lay.sizes
+    return [math.prod(sizes[n] for n in g) for g in groups]
+
+
+def matricize(
+    kernel: torch.Tensor,
+    cut: CutSpec,
+    *,
+    split: SplitSpec = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, KernelLayout, tuple[tuple[str, ...], ...]]:
+    """Reshape a kernel to the matrix of a bipartition.
+
+    Parameters
+    ----------
+    kernel
+        The weight tensor.
+    cut
+        A bipartition such as ``"out,kh|in,kw"``.
+    split
+        Optional sub-leg factoring (see :func:`tnconv.kernel_tn`).
+    dtype
+        Compute dtype (float32 at least; float64 when asked).
+
+    Returns
+    -------
+    matrix, layout, groups
+        The ``rows x cols`` matrix (rows: the left group), the kernel's layout and the
+        parsed groups.
+
+    Examples
+    --------
+    >>> import torch
+    >>> m, _, _ = matricize(torch.randn(8, 4, 3, 3), "out,kh|in,kw")
+    >>> tuple(m.shape)
+    (24, 12)
+    """
+    lay = layout(kernel, split)
+    groups = parse_cut(cut, lay.legs, lay.split, max_groups=2)
+    order = [lay.physical_legs.index(n) for g in groups for n in g]
+    rows, cols = _group_dims(lay, groups)
+    work = kernel.to(compute_dtype(kernel, dtype)).reshape(lay.physical_shape)
+    return work.permute(order).reshape(rows, cols), lay, groups
+
+
+def _svdvals_tall(m: torch.Tensor) -> torch.Tensor:
+    """Singular values, computing on the tall orientation (much faster than wide)."""
+    return torch.linalg.svdvals(m if m.shape[-2] >= m.shape[-1] else m.mT)
+
+
+def spectrum(
+    kernel: torch.Tensor,
+    cut: CutSpec,
+    *,
+    split: SplitSpec = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Singular values of a kernel across a bipartition.
+
+    Parameters
+    ----------
+    kernel
+        A Linear/Conv1d/Conv2d/Conv3d weight.
+    cut
+        The bipartition, e.g. ``"out,kh|in,kw"`` (see :mod:`tnconv.cuts`).
+    split
+        Optional sub-leg factoring, e.g. ``{"out": (4, 4, 4)}``; cuts may then name sub-legs.
+    dtype
+        ``torch.float64`` for a float64 computation; default: the kernel's dtype, at least
+        float32.
+
+    Returns
+    -------
+    torch.Tensor
+        1-D, descending, ``min(rows, cols)`` values, on the kernel's device.
+
+    Examples
+    --------
+    >>> import torch, tnconv
+    >>> w = torch.randn(16, 8, 3, 3)
+    >>> tnconv.spectrum(w, "out|in,kh,kw").shape
+    torch.Size([16])
+    """
+    m, _, _ = matricize(kernel, cut, split=split, dtype=dtype)
+    return _svdvals_tall(m)
+
+
+def _check_spectrum(s: object, name: str = "s") -> torch.Tensor:
+    if not isinstance(s, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of singular values, got {type(s).__name__}")
+    if s.ndim != 1 or s.numel() == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D tensor, got shape {tuple(s.shape)}")
+    if not s.is_floating_point():
+        raise TypeError(f"{name} must be floating point, got {s.dtype}")
+    if bool((s < 0).any()) or not bool(torch.isfinite(s).all()):
+        raise ValueError(f"{name} must hold finite, non-negative singular values")
+    return s
+
+
+def entropy(s: torch.Tensor, *, alpha: float = 1.0, base: float = 2.0) -> torch.Tensor:
+    """Von Neumann (``alpha=1``) or Renyi entropy of a spectrum.
+
+    The probabilities are ``p = s**2 / sum(s**2)`` (normalised, so the scale of the kernel
+    does not matter). ``alpha=0`` counts the non-zero values (Hartley), ``alpha=inf`` gives
+    the min-entropy ``-log max p``.
+
+    Parameters
+    ----------
+    s
+        Singular values (1-D, non-negative).
+    alpha
+        Renyi order, ``>= 0``.
+    base
+        Logarithm base (2: bits; ``math.e``: nats).
+
+    Returns
+    -------
+    torch.Tensor
+        A 0-dim tensor on ``s``'s device (0 for an all-zero spectrum).
+
+    Examples
+    --------
+    >>> import torch
+    >>> float(entropy(torch.ones(4)))
+    2.0
+    >>> round(float(entropy(torch.tensor([3.0, 4.0]), alpha=2)), 4)
+    0.8911
+    """
+    s = _check_spectrum(s)
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha < 0:
+        raise ValueError(f"alpha must be a number >= 0, got {alpha!r}")
+    if not isinstance(base, (int, float)) or base <= 0 or base == 1:
+        raise ValueError(f"base must be a positive number other than 1, got {base!r}")
+    s64 = s.to(torch.float64)
+    total = (s64 * s64).sum()
+    if float(total) == 0.0:
+        return torch.zeros((), dtype=s.dtype, device=s.device)
+    p = (s64 * s64) / total
+    p = p[p > 0]
+    log_base = math.log(base)
+    if alpha == 1:
+        h = -(p * torch.log(p)).sum()
+    elif alpha == 0:
+        h = torch.log(torch.tensor(float(p.numel()), dtype=torch.float64, device=s.device))
+    elif math.isinf(alpha):
+        h = -torch.log(p.max())
+    else:
+        h = torch.log((p**alpha).sum()) / (1.0 - alpha)
+    return (h / log_base).to(s.dtype)
+
+
+def tail_errors(s: torch.Tensor) -> torch.Tensor:
+    """Relative Frobenius errors ``e(r)`` for every kept rank ``r = 0 .. len(s)``.
+
+    Computed in float64 from tail sums (no cancellation). The last entry is 0.
+
+    Examples
+    --------
+    >>> import torch
+    >>> tail_errors(torch.tensor([3.0, 4.0]).sort(descending=True).values).tolist()
+    [1.0, 0.6, 0.0]
+    """
+    s64 = s.to(torch.float64)
+    sq = s64 * s64
+    tails = torch.flip(torch.cumsum(torch.flip(sq, (-1,)), -1), (-1,))
+    tails = torch.cat([tails, torch.zeros_like(tails[..., :1])], -1)
+    total = tails[..., :1]
+    safe = torch.where(total > 0, total, torch.ones_like(total))
+    return torch.sqrt(tails / safe)
+
+
+def rank_for_error(s: torch.Tensor, max_error: float) -> int:
+    """Smallest rank whose relative Frobenius error is at most ``max_error``.
+
+    Parameters
+    ----------
+    s
+        Singular values, descending.
+    max_error
+        Allowed relative error ``||W - W_r||_F / ||W||_F``, in ``[0, 1)``.
+
+    Returns
+    -------
+    int
+        Between 0 (only for an all-zero spectrum) and ``len(s)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> rank_for_error(torch.tensor([4.0, 3.0]), 0.6)
+    1
+    >>> rank_for_error(torch.tensor([4.0, 3.0]), 0.5)
+    2
+    """
+    s = _check_spectrum(s)
+    _check_max_error(max_error)
+    err = tail_errors(s)
+    if float(err[0]) == 0.0:
+        return 0
+    ok = err <= max_error * (1 + 1e-12)
+    return max(1, int(torch.nonzero(ok)[0, 0]))
+
+
+def _check_max_error(max_error: object) -> None:
+    if isinstance(max_error, bool) or not isinstance(max_error, (int, float)):
+        raise TypeError(f"max_error must be a number in [0, 1), got {max_error!r}")
+    if not 0 <= max_error < 1:
+        raise ValueError(f"max_error must be in [0, 1), got {max_error}")
+
+
+class NormCurve(NamedTuple):
+    """Truncation curves of one spectrum, indexed by the kept rank ``r = 0 .. n``."""
+
+    rank: torch.Tensor
+    rel_error: torch.Tensor
+    norm_loss: torch.Tensor
+
+
+def norm_curve(s: torch.Tensor) -> NormCurve:
+    """Relative error and norm loss as functions of the kept rank.
+
+    Parameters
+    ----------
+    s
+        Singular values, descending.
+
+    Returns
+    -------
+    NormCurve
+        ``rank`` (0..n, int64), ``rel_error`` and ``norm_loss`` (float64), all of length
+        ``n + 1``; see the module docstring for the definitions.
+
+    Examples
+    --------
+    >>> import torch
+    >>> c = norm_curve(torch.tensor([4.0, 3.0]))
+    >>> c.rel_error.tolist(), c.norm_loss.tolist()
+    ([1.0, 0.6, 0.0], [1.0, 0.19999999999999996, 0.0])
+    """
+    s = _check_spectrum(s)
+    err = tail_errors(s)
+    sq = s.to(torch.float64) ** 2
+    head = torch.cat([torch.zeros_like(sq[:1]), torch.cumsum(sq, 0)])
+    total = head[-1]
+    kept = torch.sqrt(head / total) if float(total) > 0 else torch.ones_like(head)
+    return NormCurve(
+        rank=torch.arange(s.numel() + 1, device=s.device),
+        rel_error=err,
+        norm_loss=1.0 - kept,
+    )
