@@ -1,0 +1,156 @@
+"""Train a tnconv model with its default config, time it, evaluate it, and log JSON.
+
+Targets (issue 3):
+
+* cnn4 on Fashion-MNIST, CPU only: >= 91 % test accuracy in <= 10 minutes on a 2-core machine::
+
+      python benchmarks/bench_train.py --model cnn4 --dataset fashion-mnist --device cpu --save
+
+* resnet50 on Fashion-MNIST, one H100: >= 94 % test accuracy in <= 5 minutes::
+
+      python benchmarks/bench_train.py --model resnet50 --dataset fashion-mnist --device cuda
+
+The training options come from ``tnconv.train.TRAIN_DEFAULTS`` (printed before the run);
+command-line options override single entries. The timed region is ``fit`` alone (data loading
+and the final evaluation are timed separately); on CUDA the clock is read after a
+``torch.cuda.synchronize()``. Results go to ``benchmarks/results/<model>-<dataset>-<device>.json``
+with the command, device, torch version, thread count, times and accuracy. ``--save`` also stores
+the trained model as the default checkpoint (``tnconv.train.default_checkpoint_path``) so that
+examples reuse it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tnconv.data import load_dataset  # noqa: E402
+from tnconv.models import get_model  # noqa: E402
+from tnconv.train import (  # noqa: E402
+    default_checkpoint_path,
+    evaluate,
+    fit,
+    resolve_device,
+    save_checkpoint,
+    train_config,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="cnn4")
+    parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--save", action="store_true", help="store the default checkpoint")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default results/)")
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    config = train_config(args.model, args.dataset, device)
+    for key in ("epochs", "batch_size", "lr"):
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
+    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *sys.argv[1:]])
+    print(f"command: {command}")
+    print(f"device: {device}  torch {torch.__version__}  threads {torch.get_num_threads()}")
+    print("config: " + ", ".join(f"{k}={v}" for k, v in config.items()))
+
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    t0 = time.perf_counter()
+    train = load_dataset(args.dataset, "train").to(device)
+    test = load_dataset(args.dataset, "test").to(device)
+    _sync(device)
+    load_s = time.perf_counter() - t0
+
+    torch.manual_seed(args.seed)
+    model = get_model(args.model, train.num_classes, train.in_channels).to(device)
+    _sync(device)
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    history = fit(model, train, device=device, seed=args.seed,
+                  progress=not args.no_progress, **config)
+    _sync(device)
+    train_s = time.perf_counter() - t0
+    train_cpu_s = time.process_time() - cpu0
+    t0 = time.perf_counter()
+    result = evaluate(model, test)
+    eval_s = time.perf_counter() - t0
+
+    device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else f"{platform.processor() or platform.machine()} CPU")
+    record = {
+        "command": command,
+        "model": args.model,
+        "dataset": args.dataset,
+        "device": str(device),
+        "device_name": device_name,
+        "torch_version": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        # 1-minute load average before and after: other jobs sharing the CPU slow the run
+        "load_average": [load_before, os.getloadavg()[0] if hasattr(os, "getloadavg") else None],
+        "config": config,
+        "seed": args.seed,
+        "load_seconds": round(load_s, 2),
+        "train_seconds": round(train_s, 2),
+        # CPU time of this process during fit: on a shared CPU, cpu seconds / threads estimates
+        # the wall time the run would take alone
+        "train_cpu_seconds": round(train_cpu_s, 2),
+        "eval_seconds": round(eval_s, 2),
+        "test_accuracy": result["accuracy"],
+        "test_loss": result["loss"],
+        "history": history,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if "top5" in result:
+        record["test_top5"] = result["top5"]
+    out = args.out or RESULTS / f"{args.model}-{args.dataset}-{device.type}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+
+    header = f"{'model':<10}{'dataset':<15}{'device':<8}{'train s':>9}{'total s':>9}"
+    print(f"\n{header}{'test acc':>10}")
+    total = load_s + train_s + eval_s
+    print(f"{args.model:<10}{args.dataset:<15}{device.type:<8}{train_s:>9.1f}{total:>9.1f}"
+          f"{result['accuracy']:>10.4f}")
+    print(f"wrote {out}")
+    if args.save:
+        meta = {
+            "model": args.model, "dataset": train.name, "num_classes": train.num_classes,
+            "in_channels": train.in_channels, "accuracy": result["accuracy"],
+            "test_loss": result["loss"], "epochs": config["epochs"], "train_config": config,
+            "seed": args.seed, "device": str(device), "train_seconds": train_s,
+            "history": history,
+        }
+        path = save_checkpoint(model, default_checkpoint_path(args.model, train.name), meta=meta)
+        print(f"saved checkpoint {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

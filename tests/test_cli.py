@@ -1,0 +1,95 @@
+"""The tnconv command: --help, a tiny train / eval run, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tnconv.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_python_m_tnconv_help():
+    out = subprocess.run([sys.executable, "-m", "tnconv", "--help"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "train" in out.stdout and "eval" in out.stdout
+
+
+@pytest.mark.parametrize("command,expected", [
+    ("train", ["--model", "--dataset", "--epochs", "--out", "--device", "--seed"]),
+    ("eval", ["checkpoint", "--device", "--subset"]),
+])
+def test_subcommand_help(capsys, command, expected):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert all(word in text for word in expected)
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_tiny_train_then_eval(fmnist_test, tmp_path, capsys):
+    out = tmp_path / "cnn4.pt"
+    status = main(["train", "--model", "cnn4", "--dataset", "fashion-mnist", "--epochs", "1",
+                   "--subset", "1024", "--eval-subset", "500", "--batch-size", "64",
+                   "--device", "cpu", "--out", str(out), "--no-progress"])
+    assert status == 0 and out.is_file()
+    printed = capsys.readouterr().out
+    assert "test accuracy" in printed
+    status = main(["eval", str(out), "--subset", "500", "--device", "cpu"])
+    assert status == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("cnn4 on fashion-mnist (test, 500 images): accuracy")
+    accuracy = float(line.split("accuracy ")[1].split(",")[0])
+    meta = torch.load(out, weights_only=True)["meta"]
+    assert accuracy == pytest.approx(meta["accuracy"], abs=1e-4)
+    assert meta["epochs"] == 1 and meta["train_images"] == 1024
+    assert accuracy > 0.3  # 16 steps of training already beat chance (0.10)
+
+
+def _error_line(capsys_or_text):
+    err = capsys_or_text if isinstance(capsys_or_text, str) else capsys_or_text.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("tnconv")
+    assert ": error: " in lines[0]
+    return lines[0]
+
+
+def test_errors_are_one_line(tmp_path, capsys, monkeypatch):
+    assert main(["eval", str(tmp_path / "missing.pt")]) == 2
+    assert _error_line(capsys).startswith("tnconv: error: no checkpoint")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["eval", str(bad)]) == 2
+    assert "truncated or corrupt" in _error_line(capsys)
+    for var, sub in (("TNCONV_DATA", "env"), ("TNCONV_CACHE", "cache"),
+                     ("TNCONV_SYSTEM_DATA", "system")):
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    assert main(["train", "--model", "cnn4", "--dataset", "cifar10", "--device", "cpu",
+                 "--out", str(tmp_path / "x.pt")]) == 2
+    assert "cifar10 (train) not found; looked in" in _error_line(capsys)
+
+
+def test_usage_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--model", "vgg", "--dataset", "cifar10"])
+    assert exit_.value.code == 2
+    line = _error_line(capsys.readouterr().err)
+    assert "invalid choice: 'vgg'" in line and line.startswith("tnconv train: error:")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_gpu_is_a_clear_error(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "x.pt"), "--device", "cuda"]) == 2
+    assert "CUDA is not available" in _error_line(capsys)

@@ -1,0 +1,271 @@
+"""The study's models: a plain four-layer CNN, ResNet-50, and any torchvision classifier by name.
+
+Every model is built from standard modules only (plain :class:`torch.nn.Conv2d` layers whose
+kernels tnconv can cut and truncate) and takes ``num_classes`` and ``in_channels`` so one
+constructor serves CIFAR (3 channels) and Fashion-MNIST / MNIST (1 channel). All datasets of
+:mod:`tnconv.data` are 32 x 32.
+
+``cnn4`` is an :class:`torch.nn.Sequential`: applying ``model.children()`` in order is the forward
+pass, so activations can be cached at the input of each top-level child.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["CNN4", "CNN4_WIDTHS", "MODELS", "cnn4", "get_model", "resnet50"]
+
+#: Default channel widths of the four convolutions of :func:`cnn4`.
+CNN4_WIDTHS: tuple[int, int, int, int] = (32, 64, 128, 256)
+
+#: Models built by tnconv itself; any other name is looked up in torchvision.
+MODELS: tuple[str, ...] = ("cnn4", "resnet50")
+
+
+def _check_sizes(num_classes: int, in_channels: int) -> None:
+    for label, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{label} must be an int, got {type(value).__name__}")
+        if value < 1:
+            raise ValueError(f"{label} must be >= 1, got {value}")
+
+
+class CNN4(nn.Sequential):
+    """Four 3 x 3 conv blocks (conv -> BatchNorm -> ReLU -> 2 x 2 max-pool), then a linear layer.
+
+    Top-level children, in forward order: ``block1`` .. ``block4`` (each an
+    :class:`torch.nn.Sequential` of ``conv``, ``bn``, ``relu``, ``pool``) and ``classifier``
+    (global average ``pool``, ``flatten``, then ``fc``). With 32 x 32 inputs the spatial size goes
+    32 -> 16 -> 8 -> 4 -> 2 before the average pool, so ``fc`` sees ``widths[3]`` features.
+    See :func:`cnn4`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        *,
+        widths: Sequence[int] = CNN4_WIDTHS,
+        batch_norm: bool = True,
+    ):
+        super().__init__()
+        _check_sizes(num_classes, in_channels)
+        widths = tuple(widths)
+        if len(widths) != 4 or any(not isinstance(w, int) or w < 1 for w in widths):
+            raise ValueError(f"widths must be four positive ints, got {widths!r}")
+        c_in = in_channels
+        for i, c_out in enumerate(widths, start=1):
+            block = nn.Sequential()
+            block.add_module("conv", nn.Conv2d(c_in, c_out, 3, padding=1, bias=not batch_norm))
+            if batch_norm:
+                block.add_module("bn", nn.BatchNorm2d(c_out))
+            block.add_module("relu", nn.ReLU(inplace=True))
+            block.add_module("pool", nn.MaxPool2d(2))
+            self.add_module(f"block{i}", block)
+            c_in = c_out
+        classifier = nn.Sequential()
+        classifier.add_module("pool", nn.AdaptiveAvgPool2d(1))
+        classifier.add_module("flatten", nn.Flatten())
+        classifier.add_module("fc", nn.Linear(widths[-1], num_classes))
+        self.add_module("classifier", classifier)
+
+
+def cnn4(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    *,
+    widths: Sequence[int] = CNN4_WIDTHS,
+    batch_norm: bool = True,
+) -> CNN4:
+    """The vanilla four-layer CNN of the study.
+
+    Four blocks of 3 x 3 convolution (padding 1) -> BatchNorm -> ReLU -> 2 x 2 max-pool with
+    widths 32, 64, 128, 256, then global average pooling and one linear classifier
+    (256 -> ``num_classes``). About 0.39 M parameters; one Fashion-MNIST epoch takes about a
+    minute on a 2-core CPU.
+
+    The average pool before the classifier keeps SGD stable at learning rate 0.1: flattening the
+    2 x 2 x 256 map instead gives the linear layer 1024 positive (post-ReLU) inputs and makes the
+    first steps diverge at that rate.
+
+    BatchNorm is the one departure from "vanilla": it makes the short CPU schedule (a few
+    epochs of one-cycle SGD) reliable. Pass ``batch_norm=False`` for conv + ReLU + max-pool
+    only (the convolutions then get a bias).
+
+    Parameters
+    ----------
+    num_classes : int, default 10
+        Output classes.
+    in_channels : int, default 3
+        Image channels (3 for CIFAR, 1 for Fashion-MNIST / MNIST).
+    widths : sequence of four ints, default (32, 64, 128, 256)
+        Output channels of the four convolutions.
+    batch_norm : bool, default True
+        BatchNorm after each convolution.
+
+    Returns
+    -------
+    CNN4
+        An :class:`torch.nn.Sequential` of ``block1`` .. ``block4`` and ``classifier``.
+
+    Examples
+    --------
+    >>> model = cnn4(10, in_channels=1)
+    >>> model(torch.zeros(2, 1, 32, 32)).shape
+    torch.Size([2, 10])
+    >>> [name for name, _ in model.named_children()]
+    ['block1', 'block2', 'block3', 'block4', 'classifier']
+    """
+    return CNN4(
+        num_classes, in_channels, widths=widths, batch_norm=batch_norm
+    )
+
+
+def _pretrained_resnet50_state() -> dict[str, torch.Tensor]:
+    from torchvision.models import ResNet50_Weights
+
+    weights = ResNet50_Weights.IMAGENET1K_V2
+    try:
+        return weights.get_state_dict(progress=False, check_hash=True)
+    except Exception as exc:  # no cache and no network surface as many exception types
+        hub = torch.hub.get_dir()
+        raise FileNotFoundError(
+            f"ImageNet weights for resnet50 ({weights.url.rsplit('/', 1)[-1]}) are neither in "
+            f"the torch hub cache ({hub}/checkpoints) nor downloadable here ({exc}); copy the "
+            "file there or use pretrained=False"
+        ) from exc
+
+
+def resnet50(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    cifar_stem: bool = True,
+    *,
+    pretrained: bool = False,
+) -> nn.Module:
+    """torchvision's ResNet-50, adapted to small images and any number of channels.
+
+    With ``cifar_stem=True`` (for 32 x 32 inputs) the first convolution is 3 x 3 with stride 1
+    and padding 1, and the max-pool is replaced by :class:`torch.nn.Identity`. The structure is
+    torchvision's: ``conv1, bn1, relu, maxpool, layer1 .. layer4, avgpool, fc``; note that its
+    ``forward`` flattens between ``avgpool`` and ``fc``.
+
+    Parameters
+    ----------
+    num_classes : int, default 10
+        Output classes.
+    in_channels : int, default 3
+        Image channels.
+    cifar_stem : bool, default True
+        3 x 3 stride-1 stem without max-pool (else ImageNet's 7 x 7 stride-2 stem and max-pool).
+    pretrained : bool, default False
+        Start from torchvision's ImageNet weights (``IMAGENET1K_V2``), taken from the torch hub
+        cache or downloaded. Layers whose shape differs (the CIFAR stem, another channel count,
+        the classifier for ``num_classes != 1000``) keep their fresh initialisation. Raises
+        :class:`FileNotFoundError` saying where it looked when the weights are unavailable.
+
+    Returns
+    -------
+    torchvision.models.ResNet
+
+    Examples
+    --------
+    >>> model = resnet50(100, in_channels=3)
+    >>> model(torch.zeros(2, 3, 32, 32)).shape
+    torch.Size([2, 100])
+    """
+    from torchvision.models import resnet50 as tv_resnet50
+
+    _check_sizes(num_classes, in_channels)
+    model = tv_resnet50(weights=None, num_classes=num_classes)
+    if cifar_stem:
+        model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    elif in_channels != 3:
+        model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    if pretrained:
+        state = _pretrained_resnet50_state()
+        own = model.state_dict()
+        keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        own.update(keep)
+        model.load_state_dict(own)
+    return model
+
+
+def _torchvision_names() -> list[str]:
+    import torchvision.models
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _adapt_first_conv(model: nn.Module, in_channels: int) -> None:
+    """Replace the first 3-channel Conv2d of ``model`` by one with ``in_channels`` inputs."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and module.in_channels == 3:
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            new = nn.Conv2d(
+                in_channels, module.out_channels, module.kernel_size, module.stride,
+                module.padding, module.dilation, module.groups, module.bias is not None,
+                module.padding_mode,
+            )
+            setattr(parent, child, new)
+            return
+    raise ValueError(f"cannot adapt {type(model).__name__} to in_channels={in_channels}: "
+                     "no 3-channel Conv2d found")
+
+
+def get_model(name: str, num_classes: int, in_channels: int = 3, **kwargs: Any) -> nn.Module:
+    """Build a model by name: ``"cnn4"``, ``"resnet50"`` or any torchvision classifier.
+
+    Parameters
+    ----------
+    name : str
+        ``"cnn4"`` (:func:`cnn4`), ``"resnet50"`` (:func:`resnet50`, CIFAR stem by default), or a
+        name from ``torchvision.models.list_models(module=torchvision.models)`` (built with
+        random weights; its first convolution is replaced when ``in_channels != 3``).
+    num_classes : int
+        Output classes.
+    in_channels : int, default 3
+        Image channels.
+    **kwargs
+        Passed to the constructor.
+
+    Returns
+    -------
+    torch.nn.Module
+
+    Raises
+    ------
+    ValueError
+        Unknown name (the message lists the valid ones).
+
+    Examples
+    --------
+    >>> get_model("cnn4", 10, 1)(torch.zeros(1, 1, 32, 32)).shape
+    torch.Size([1, 10])
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a str, got {type(name).__name__}")
+    key = name.strip().lower()
+    if key == "cnn4":
+        return cnn4(num_classes, in_channels, **kwargs)
+    if key == "resnet50":
+        return resnet50(num_classes, in_channels, **kwargs)
+    names = _torchvision_names()
+    if key not in names:
+        raise ValueError(
+            f"unknown model {name!r}; valid names: {', '.join(MODELS)}, or a torchvision "
+            f"classification model ({', '.join(names)})"
+        )
+    import torchvision.models
+
+    _check_sizes(num_classes, in_channels)
+    model = torchvision.models.get_model(key, weights=None, num_classes=num_classes, **kwargs)
+    if in_channels != 3:
+        _adapt_first_conv(model, in_channels)
+    return model
