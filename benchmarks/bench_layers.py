@@ -1,0 +1,271 @@
+"""Step time of a tensorized ResNet-50 against the dense one, measured in the same run.
+
+ResNet-50 (torchvision, random init, 10 classes) on CIFAR-size 32x32 inputs: every
+``nn.Conv2d`` is replaced by an MPS, Tucker-2 or CP layer at about 4x fewer conv parameters
+(``ratio=4`` per layer), and one training step (forward, loss, backward) is timed for each
+variant. The variants are timed *interleaved* (one step of each, round after round) so that
+load drift on a shared machine hits all of them alike. Where ``tensorly-torch`` is installed,
+its ``FactorizedConv`` (tensor-train, "reconstructed" and "factorized") joins the comparison.
+
+Run::
+
+    python benchmarks/bench_layers.py                 # CPU, writes results/bench_layers_cpu.json
+    python benchmarks/bench_layers.py --device cuda   # GPU run (records the card)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+# run from a checkout without installing: the repository root goes on the path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# ---------------------------------------------------------------------- config
+CONFIG: dict[str, Any] = {
+    "batch_cpu": 16,        # images per step on CPU
+    "batch_cuda": 128,      # images per step on CUDA
+    "image_size": 32,       # pixels (CIFAR)
+    "num_classes": 10,
+    "ratio": 4.0,           # target dense / factored parameters, per conv layer
+    "cp_iters": 3,          # ALS sweeps for CP (the fit quality does not change the timing)
+    "warmup": 2,            # untimed steps per variant
+    "steps_cpu": 6,         # timed steps per variant (interleaved rounds)
+    "steps_cuda": 30,
+    "seed": 0,
+}
+
+
+def _resnet50(device: torch.device) -> nn.Module:
+    from torchvision.models import resnet50
+
+    torch.manual_seed(CONFIG["seed"])
+    return resnet50(num_classes=CONFIG["num_classes"]).to(device)
+
+
+def _conv_params(model: nn.Module) -> int:
+    from tnconv.layers.base import _FactorizedConv2d
+
+    total = 0
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, _FactorizedConv2d)) or type(m).__name__ == "FactorizedConv":
+            total += sum(p.numel() for p in m.parameters())
+    return total
+
+
+def _tltorch_model(dense: nn.Module) -> tuple[nn.Module, int]:
+    """tensorly-torch TT convolutions; layers it cannot convert stay dense (counted)."""
+    import copy
+
+    import tltorch
+
+    model = copy.deepcopy(dense)
+    skipped = 0
+    for name, m in list(model.named_modules()):
+        if not isinstance(m, nn.Conv2d):
+            continue
+        try:
+            # rank as a fraction of the layer's parameters; factors at tltorch's random init
+            # (its TT-SVD of the weights truncates below the asked rank, which would skew
+            # the parameter ratio; the step time does not depend on the values)
+            new = tltorch.FactorizedConv.from_conv(
+                m, rank=1.0 / CONFIG["ratio"], factorization="tt",
+                implementation="reconstructed", decompose_weights=False)
+        except Exception:  # noqa: BLE001 - report and keep the dense layer
+            skipped += 1
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, new)
+    return model, skipped
+
+
+def _with(model: nn.Module, attr: str, value: str, kind: Any) -> nn.Module:
+    """A copy of ``model`` with ``attr = value`` on every module of type ``kind``."""
+    import copy
+
+    out = copy.deepcopy(model)
+    for m in out.modules():
+        if isinstance(m, kind):
+            setattr(m, attr, value)
+    return out
+
+
+def _variants(dense: nn.Module, include_tltorch: bool) -> tuple[dict[str, nn.Module], dict]:
+    import tnconv
+
+    ratio = CONFIG["ratio"]
+    variants: dict[str, nn.Module] = {"dense": dense}
+    notes: dict[str, Any] = {}
+    builds = {
+        "mps": {"kind": "mps", "ratio": ratio},
+        "tucker": {"kind": "tucker", "ratio": ratio},
+        "cp": {"kind": "cp", "ratio": ratio, "n_iter": CONFIG["cp_iters"]},
+    }
+    for name, kw in builds.items():
+        t0 = time.perf_counter()
+        model, report = tnconv.tensorize(dense, **kw)
+        notes[name] = {"build_s": round(time.perf_counter() - t0, 2),
+                       "conv_ratio": round(report.ratio, 3), "layers": len(report.layers)}
+        variants[name] = model
+        print(f"built {name:<7} in {notes[name]['build_s']:6.1f} s, conv params "
+              f"{report.params_before / 1e6:.2f} M -> {report.params_after / 1e6:.2f} M "
+              f"({report.ratio:.2f}x)", flush=True)
+    # the two forward paths of the MPS layers, forced
+    from tnconv.layers.base import _FactorizedConv2d
+
+    for path in ("dense", "factored"):
+        variants[f"mps[path={path}]"] = _with(variants["mps"], "path", path, _FactorizedConv2d)
+    if include_tltorch:
+        try:
+            import tensorly
+            import tltorch
+        except ImportError as exc:
+            notes["tltorch"] = f"not installed: {exc}"
+            print(f"tensorly-torch not available ({exc}); skipped", flush=True)
+        else:
+            tensorly.set_backend("pytorch")
+            t0 = time.perf_counter()
+            model, skipped = _tltorch_model(dense)
+            build = round(time.perf_counter() - t0, 2)
+            for impl in ("reconstructed", "factorized"):
+                name = f"tltorch-tt-{impl}"
+                variants[name] = _with(model, "implementation", impl, tltorch.FactorizedConv)
+                notes[name] = {"build_s": build, "layers_left_dense": skipped,
+                               "conv_ratio": round(_conv_params(dense) / _conv_params(model), 3)}
+            print(f"built tltorch-tt in {build:.1f} s ({notes[name]['conv_ratio']:.2f}x, "
+                  f"{skipped} layers left dense)", flush=True)
+    return variants, notes
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def _versions() -> dict[str, str]:
+    out = {"torch": torch.__version__}
+    for mod in ("torchvision", "tensorly", "tltorch", "opt_einsum", "quimb"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001 - optional packages
+            out[mod] = "not installed"
+    return out
+
+
+def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    model.zero_grad(set_to_none=True)
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+
+
+def _timed(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        _step(model, x, y)
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1e3
+    t0 = time.perf_counter()
+    _step(model, x, y)
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per variant")
+    parser.add_argument("--batch", type=int, default=None, help="images per step")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--no-tltorch", action="store_true", help="skip tensorly-torch")
+    parser.add_argument("--out", default=None, help="JSON path")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda asked for, but CUDA is not available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cuda = device.type == "cuda"
+    batch = args.batch or CONFIG["batch_cuda" if cuda else "batch_cpu"]
+    steps = args.steps or CONFIG["steps_cuda" if cuda else "steps_cpu"]
+    card = torch.cuda.get_device_name(device) if cuda else _cpu_name()
+
+    dense = _resnet50(device).train()
+    variants, notes = _variants(dense, include_tltorch=not args.no_tltorch)
+    g = torch.Generator().manual_seed(CONFIG["seed"])
+    size = CONFIG["image_size"]
+    x = torch.randn(batch, 3, size, size, generator=g).to(device)
+    y = torch.randint(0, CONFIG["num_classes"], (batch,), generator=g).to(device)
+
+    for model in variants.values():
+        model.train()
+        for _ in range(CONFIG["warmup"]):
+            _step(model, x, y)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(steps):  # interleaved rounds
+        for name, model in variants.items():
+            times[name].append(_timed(model, x, y, device))
+
+    base = statistics.mean(times["dense"])
+    rows = []
+    print(f"\nResNet-50, batch {batch}, {size}x{size}, {device.type} ({card}), "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {steps} steps")
+    print(f"{'variant':<28} {'conv params':>12} {'ratio':>6} {'step ms':>9} {'+-':>7} "
+          f"{'vs dense':>8}")
+    dense_conv = _conv_params(dense)
+    for name, model in variants.items():
+        t = times[name]
+        mean, sd = statistics.mean(t), statistics.stdev(t) if len(t) > 1 else 0.0
+        cp = _conv_params(model)
+        row = {"variant": name, "conv_params": cp, "conv_ratio": dense_conv / cp,
+               "step_ms_mean": 1e3 * mean, "step_ms_std": 1e3 * sd,
+               "step_ms_all": [round(1e3 * v, 2) for v in t], "vs_dense": mean / base}
+        rows.append(row)
+        print(f"{name:<28} {cp / 1e6:>10.2f} M {row['conv_ratio']:>6.2f} {1e3 * mean:>9.1f} "
+              f"{1e3 * sd:>7.1f} {mean / base:>7.2f}x")
+    result = {
+        "benchmark": "bench_layers",
+        "model": "torchvision resnet50, random init, 10 classes",
+        "device": device.type,
+        "card": card,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "versions": _versions(),
+        "cpu_count": os.cpu_count(),
+        "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "batch": batch,
+        "image_size": size,
+        "steps": steps,
+        "config": CONFIG,
+        "notes": notes,
+        "results": rows,
+        "targets": {"cpu": 1.2, "cuda_h100": 1.1},
+    }
+    out = Path(args.out) if args.out else (
+        Path(__file__).parent / "results" / f"bench_layers_{device.type}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"\nwrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

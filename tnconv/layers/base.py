@@ -1,0 +1,405 @@
+"""The shared machinery of the factorized convolutions.
+
+:class:`_FactorizedConv2d` holds what every tensorized ``Conv2d`` has in common: the
+hyper-parameters copied from a source :class:`torch.nn.Conv2d` (channels, kernel size, stride,
+padding including ``"same"`` / ``"valid"``, dilation, groups, bias, ``padding_mode``), the two
+forward paths and the choice between them, and the conversion back to a dense convolution.
+
+A subclass supplies the factors and two methods:
+
+* :meth:`_FactorizedConv2d.kernel` rebuilds the dense weight ``[out, in/groups, kh, kw]`` from
+  the factors (one cached opt_einsum contraction; autograd flows to the factors, no SVD);
+* :meth:`_FactorizedConv2d._factor_steps` optionally describes the factors as a sequence of
+  smaller convolutions, applied to the input one after another.
+
+``forward`` runs either the *dense* path (rebuild the kernel, one ``F.conv2d``) or the
+*factored* path (the sequence of small convolutions). With ``path="auto"`` it picks the one
+with the smaller estimated FLOP count for the input's shape; the choice is cached per shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import opt_einsum
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..contract import contract
+
+__all__ = ["PATHS", "FactorStep", "conv_hyperparameters"]
+
+#: The forward paths a factorized layer accepts.
+PATHS: tuple[str, ...] = ("auto", "dense", "factored")
+
+
+@dataclass(frozen=True)
+class FactorStep:
+    """One small convolution of the factored forward path.
+
+    Attributes
+    ----------
+    weight
+        ``[c_out, c_in / groups, kh, kw]`` (differentiable view of the factors).
+    axes
+        The spatial axes this step convolves over: a subset of ``"hw"``. The layer's stride,
+        dilation and padding are applied on these axes only (1 elsewhere, 0 padding).
+    groups
+        Groups of this step (``c_out`` for a depthwise step).
+    """
+
+    weight: torch.Tensor
+    axes: str = ""
+    groups: int = 1
+
+
+def conv_hyperparameters(conv: nn.Conv2d) -> dict[str, Any]:
+    """The constructor arguments of an ``nn.Conv2d``, as a dict.
+
+    Parameters
+    ----------
+    conv
+        The source convolution.
+
+    Returns
+    -------
+    dict
+        ``in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+        padding_mode``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> conv_hyperparameters(nn.Conv2d(3, 8, 3, padding="same"))["padding"]
+    'same'
+    """
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"expected a torch.nn.Conv2d, got {type(conv).__name__}")
+    return {
+        "in_channels": conv.in_channels,
+        "out_channels": conv.out_channels,
+        "kernel_size": tuple(conv.kernel_size),
+        "stride": tuple(conv.stride),
+        "padding": conv.padding if isinstance(conv.padding, str) else tuple(conv.padding),
+        "dilation": tuple(conv.dilation),
+        "groups": conv.groups,
+        "bias": conv.bias is not None,
+        "padding_mode": conv.padding_mode,
+    }
+
+
+def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
+    return (size + p - d * (k - 1) - 1) // s + 1
+
+
+class _FactorizedConv2d(nn.Module):
+    """Base class of :class:`MPSConv2d`, :class:`TuckerConv2d` and :class:`CPConv2d`.
+
+    Not instantiated directly. Subclasses call ``super().__init__`` with the convolution's
+    hyper-parameters, then create their factors (``_set_factors``).
+    """
+
+    #: Short name used in reports ("mps", "tucker", "cp").
+    kind: ClassVar[str] = "factorized"
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: str | int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
+        path: str = "auto",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        # nn.Conv2d validates and normalises everything (ValueError naming the bad value);
+        # a meta-device prototype costs no memory.
+        proto = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
+                          padding=padding, dilation=dilation, groups=groups, bias=bias,
+                          padding_mode=padding_mode, device="meta")
+        self.in_channels: int = proto.in_channels
+        self.out_channels: int = proto.out_channels
+        self.kernel_size: tuple[int, int] = tuple(proto.kernel_size)  # type: ignore[assignment]
+        self.stride: tuple[int, int] = tuple(proto.stride)  # type: ignore[assignment]
+        self.padding: str | tuple[int, int] = (
+            proto.padding if isinstance(proto.padding, str) else tuple(proto.padding)
+        )
+        self.dilation: tuple[int, int] = tuple(proto.dilation)  # type: ignore[assignment]
+        self.groups: int = proto.groups
+        self.padding_mode: str = proto.padding_mode
+        # F.pad order: (w_left, w_right, h_top, h_bottom)
+        self._pads: tuple[int, ...] = tuple(proto._reversed_padding_repeated_twice)
+        self.path = path
+        factory = {"device": device, "dtype": dtype}
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(out_channels, **factory))
+        else:
+            self.register_parameter("bias", None)
+        self._path_cache: dict[tuple[int, ...], bool] = {}
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def path(self) -> str:
+        """Forward path: ``"auto"`` (by FLOP estimate), ``"dense"`` or ``"factored"``."""
+        return self._path
+
+    @path.setter
+    def path(self, value: str) -> None:
+        if value not in PATHS:
+            raise ValueError(f"unknown path {value!r}; valid: {', '.join(PATHS)}")
+        self._path = value
+
+    @property
+    def weight_shape(self) -> tuple[int, int, int, int]:
+        """Shape of the dense kernel ``[out, in/groups, kh, kw]``."""
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+
+    @property
+    def dense_params(self) -> int:
+        """Parameters of the equivalent ``nn.Conv2d`` (weight and bias)."""
+        n = 1
+        for d in self.weight_shape:
+            n *= d
+        return n + (self.out_channels if self.bias is not None else 0)
+
+    @property
+    def num_params(self) -> int:
+        """Trainable parameters of this layer (factors and bias)."""
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def compression_ratio(self) -> float:
+        """``dense_params / num_params``."""
+        return self.dense_params / self.num_params
+
+    # ------------------------------------------------------------------ subclass hooks
+    def _kernel_network(
+        self,
+    ) -> tuple[list[torch.Tensor], list[tuple[str, ...]], tuple[str, ...]]:
+        """The factors, their index names and the output indices of the kernel contraction."""
+        raise NotImplementedError
+
+    def kernel(self) -> torch.Tensor:
+        """The dense kernel ``[out, in/groups, kh, kw]``, rebuilt from the factors.
+
+        One cached opt_einsum contraction (:func:`tnconv.contract.contract`), differentiable
+        with respect to the factors; no decomposition, so no SVD in the backward pass.
+        """
+        arrays, inds, out = self._kernel_network()
+        return contract(arrays, inds, out, shape=self.weight_shape)
+
+    def _factor_steps(self) -> list[FactorStep] | None:
+        """The factored path as small convolutions, or ``None`` where it does not apply."""
+        return None
+
+    def _kernel_flops(self) -> int:
+        """Multiply-adds of one kernel reconstruction (opt_einsum's path estimate)."""
+        arrays, inds, out = self._kernel_network()
+        key = tuple(tuple(a.shape) for a in arrays)
+        cached = self.__dict__.get("_kflops")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        symbols: dict[str, str] = {}
+        for ix in (*inds, out):
+            for i in ix:
+                symbols.setdefault(i, opt_einsum.get_symbol(len(symbols)))
+        eq = (",".join("".join(symbols[i] for i in ix) for ix in inds) + "->"
+              + "".join(symbols[i] for i in out))
+        _, info = opt_einsum.contract_path(eq, *key, shapes=True)
+        flops = int(info.opt_cost) // 2
+        self.__dict__["_kflops"] = (key, flops)
+        return flops
+
+    # ------------------------------------------------------------------ forward
+    def _dense_forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.kernel()
+        if self.padding_mode != "zeros":
+            x = F.pad(x, self._pads, mode=self.padding_mode)
+            return F.conv2d(x, w, self.bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def _step_padding(self) -> tuple[bool, tuple[int, int]]:
+        """Whether to pad up front, and the symmetric (ph, pw) to hand to the steps."""
+        wl, wr, ht, hb = self._pads
+        if self.padding_mode == "zeros" and wl == wr and ht == hb:
+            return False, (ht, wl)
+        return True, (0, 0)
+
+    def _factored_forward(self, x: torch.Tensor, steps: Sequence[FactorStep]) -> torch.Tensor:
+        prepad, (ph, pw) = self._step_padding()
+        if prepad:
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            x = F.pad(x, self._pads, mode=mode)
+        (sh, sw), (dh, dw) = self.stride, self.dilation
+        last = len(steps) - 1
+        for i, st in enumerate(steps):
+            h, w = "h" in st.axes, "w" in st.axes
+            x = F.conv2d(
+                x, st.weight, self.bias if i == last else None,
+                (sh if h else 1, sw if w else 1),
+                (ph if h else 0, pw if w else 0),
+                (dh if h else 1, dw if w else 1),
+                st.groups,
+            )
+        return x
+
+    def flops(self, input_shape: Sequence[int]) -> dict[str, int | None]:
+        """Estimated multiply-adds of one forward pass on each path.
+
+        Parameters
+        ----------
+        input_shape
+            ``(N, C, H, W)`` of the input.
+
+        Returns
+        -------
+        dict
+            ``{"dense": ..., "factored": ...}``; ``"factored"`` is ``None`` where that path
+            does not apply. The dense figure includes the kernel reconstruction.
+
+        Examples
+        --------
+        >>> import torch, tnconv
+        >>> layer = tnconv.TuckerConv2d.from_conv(torch.nn.Conv2d(8, 8, 3), ranks=(2, 2))
+        >>> sorted(layer.flops((1, 8, 16, 16)))
+        ['dense', 'factored']
+        """
+        n, _, h, w = (int(d) for d in input_shape)
+        wl, wr, ht, hb = self._pads
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        ho, wo = _out_size(h, kh, sh, ht + hb, dh), _out_size(w, kw, sw, wl + wr, dw)
+        cin_g = self.in_channels // self.groups
+        dense = n * ho * wo * self.out_channels * cin_g * kh * kw + self._kernel_flops()
+        steps = self._factor_steps()
+        if steps is None:
+            return {"dense": dense, "factored": None}
+        prepad, _ = self._step_padding()
+        hh, ww = (h + ht + hb, w + wl + wr) if prepad else (h, w)
+        pad_h, pad_w = (0, 0) if prepad else (ht + hb, wl + wr)
+        total = 0
+        for st in steps:
+            co, ci, skh, skw = st.weight.shape
+            if "h" in st.axes:
+                hh = _out_size(hh, skh, sh, pad_h, dh)
+            if "w" in st.axes:
+                ww = _out_size(ww, skw, sw, pad_w, dw)
+            total += n * hh * ww * co * ci * skh * skw
+        return {"dense": dense, "factored": total}
+
+    def _use_factored(self, x: torch.Tensor) -> tuple[bool, list[FactorStep] | None]:
+        if self._path == "dense":
+            return False, None
+        steps = self._factor_steps()
+        if steps is None:
+            return False, None
+        if self._path == "factored":
+            return True, steps
+        key = tuple(x.shape)
+        choice = self._path_cache.get(key)
+        if choice is None:
+            est = self.flops(key)
+            choice = est["factored"] is not None and est["factored"] < est["dense"]
+            self._path_cache[key] = choice
+        return choice, steps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolve ``x`` (``[N, C, H, W]`` or ``[C, H, W]``) like the source ``nn.Conv2d``."""
+        if x.dim() == 3:
+            return self.forward(x.unsqueeze(0)).squeeze(0)
+        factored, steps = self._use_factored(x)
+        if factored:
+            return self._factored_forward(x, steps)  # type: ignore[arg-type]
+        return self._dense_forward(x)
+
+    # ------------------------------------------------------------------ conversion
+    def to_conv(self) -> nn.Conv2d:
+        """A dense ``nn.Conv2d`` with the rebuilt kernel (detached copy), same device/dtype.
+
+        Examples
+        --------
+        >>> import torch, tnconv
+        >>> conv = torch.nn.Conv2d(4, 6, 3, padding=1)
+        >>> tnconv.TuckerConv2d.from_conv(conv).to_conv().weight.shape
+        torch.Size([6, 4, 3, 3])
+        """
+        with torch.no_grad():
+            w = self.kernel()
+            conv = nn.Conv2d(
+                self.in_channels, self.out_channels, self.kernel_size, stride=self.stride,
+                padding=self.padding, dilation=self.dilation, groups=self.groups,
+                bias=self.bias is not None, padding_mode=self.padding_mode,
+                device=w.device, dtype=w.dtype,
+            )
+            conv.weight.copy_(w)
+            if self.bias is not None:
+                conv.bias.copy_(self.bias)
+        return conv
+
+    def _load_bias(self, conv: nn.Conv2d) -> None:
+        if self.bias is not None and conv.bias is not None:
+            with torch.no_grad():
+                self.bias.copy_(conv.bias)
+
+    @staticmethod
+    def _random_conv(hyper: dict[str, Any], device: Any, dtype: Any) -> nn.Conv2d:
+        """A freshly initialised dense conv (PyTorch's default init) to factor at construction."""
+        return nn.Conv2d(**hyper, device=device, dtype=dtype)
+
+    def _hyper(self) -> dict[str, Any]:
+        return {
+            "in_channels": self.in_channels, "out_channels": self.out_channels,
+            "kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding,
+            "dilation": self.dilation, "groups": self.groups, "bias": self.bias is not None,
+            "padding_mode": self.padding_mode,
+        }
+
+    def _factor_repr(self) -> str:
+        return ""
+
+    def extra_repr(self) -> str:
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0, 0):
+            s += f", padding={self.padding!r}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode!r}"
+        extra = self._factor_repr()
+        if extra:
+            s += f", {extra}"
+        return s + f", params={self.num_params} ({self.compression_ratio:.2f}x fewer)"
+
+
+def _check_positive_int(name: str, value: Any, *, allow_none: bool = True) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a positive int or None, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def _check_ratio(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"ratio must be a number >= 1 or None, got {value!r}")
+    if not value >= 1.0:
+        raise ValueError(f"ratio (dense params / factored params) must be >= 1, got {value}")
+    return float(value)

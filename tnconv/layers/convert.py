@@ -1,0 +1,245 @@
+"""Swapping a model's convolutions for factorized ones, and back.
+
+:func:`tensorize` returns a *copy* of a model in which the chosen ``nn.Conv2d`` layers are
+replaced by :class:`MPSConv2d`, :class:`TuckerConv2d` or :class:`CPConv2d` (built with
+``from_conv``, so an untruncated MPS or Tucker model computes what the original did), with a
+report of the parameters before and after. :func:`densify` turns every factorized layer back
+into a plain ``nn.Conv2d``.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from .base import _FactorizedConv2d
+from .cp import CPConv2d
+from .mps import MPSConv2d
+from .tucker import TuckerConv2d
+
+__all__ = ["KINDS", "LayerSelector", "LayerReport", "TensorizeReport", "tensorize", "densify"]
+
+#: Factorized layer class by ``kind``.
+KINDS: dict[str, type[_FactorizedConv2d]] = {
+    "mps": MPSConv2d,
+    "tucker": TuckerConv2d,
+    "cp": CPConv2d,
+}
+
+#: What ``layers=`` accepts: None, a name pattern, patterns, or a predicate ``(name, module)``.
+LayerSelector = None | str | Sequence[str] | Callable[[str, nn.Module], bool]
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """Parameters of one replaced layer before and after."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    params_before: int
+    params_after: int
+
+    @property
+    def ratio(self) -> float:
+        """``params_before / params_after``."""
+        return self.params_before / self.params_after
+
+
+@dataclass
+class TensorizeReport:
+    """What :func:`tensorize` replaced, with parameter counts.
+
+    Attributes
+    ----------
+    kind
+        ``"mps"``, ``"tucker"`` or ``"cp"``.
+    layers
+        One :class:`LayerReport` per replaced convolution, in module order.
+    model_params_before, model_params_after
+        Parameters of the whole model before and after.
+    """
+
+    kind: str
+    layers: list[LayerReport] = field(default_factory=list)
+    model_params_before: int = 0
+    model_params_after: int = 0
+
+    @property
+    def params_before(self) -> int:
+        """Parameters of the replaced convolutions (weights and biases)."""
+        return sum(r.params_before for r in self.layers)
+
+    @property
+    def params_after(self) -> int:
+        """Parameters of their factorized replacements."""
+        return sum(r.params_after for r in self.layers)
+
+    @property
+    def ratio(self) -> float:
+        """Compression of the replaced layers, ``params_before / params_after``."""
+        return self.params_before / self.params_after if self.params_after else float("nan")
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """One dict per layer (name, kind, shape, params_before, params_after, ratio)."""
+        return [{"name": r.name, "kind": r.kind, "shape": "x".join(map(str, r.shape)),
+                 "params_before": r.params_before, "params_after": r.params_after,
+                 "ratio": r.ratio} for r in self.layers]
+
+    def to_pandas(self) -> Any:
+        """The per-layer table as a ``pandas.DataFrame``."""
+        import pandas as pd
+
+        return pd.DataFrame(self.to_dicts())
+
+    def __str__(self) -> str:
+        lines = [f"{'layer':<32} {'shape':>16} {'before':>10} {'after':>10} {'ratio':>7}"]
+        for r in self.layers:
+            lines.append(f"{r.name:<32} {'x'.join(map(str, r.shape)):>16} "
+                         f"{r.params_before:>10} {r.params_after:>10} {r.ratio:>7.2f}")
+        lines.append(f"{'replaced layers (' + self.kind + ')':<32} {'':>16} "
+                     f"{self.params_before:>10} {self.params_after:>10} {self.ratio:>7.2f}")
+        lines.append(f"{'whole model':<32} {'':>16} {self.model_params_before:>10} "
+                     f"{self.model_params_after:>10} "
+                     f"{self.model_params_before / max(self.model_params_after, 1):>7.2f}")
+        return "\n".join(lines)
+
+
+def _selector(layers: LayerSelector) -> Callable[[str, nn.Module], bool]:
+    if layers is None:
+        return lambda name, module: True
+    if callable(layers):
+        return layers  # type: ignore[return-value]
+    patterns = [layers] if isinstance(layers, str) else list(layers)
+    if not patterns or not all(isinstance(p, str) for p in patterns):
+        raise TypeError(
+            "layers must be None, a name pattern, a sequence of name patterns or a predicate "
+            f"(name, module) -> bool, got {layers!r}"
+        )
+    return lambda name, module: any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def tensorize(
+    model: nn.Module,
+    *,
+    kind: str = "mps",
+    layers: LayerSelector = None,
+    inplace: bool = False,
+    **criteria: Any,
+) -> tuple[nn.Module, TensorizeReport]:
+    """Replace a model's convolutions by trainable factorized ones.
+
+    Parameters
+    ----------
+    model
+        Any ``nn.Module``; it is deep-copied (never modified) unless ``inplace=True``.
+    kind
+        ``"mps"`` (:class:`MPSConv2d`), ``"tucker"`` (:class:`TuckerConv2d`) or ``"cp"``
+        (:class:`CPConv2d`).
+    layers
+        Which ``nn.Conv2d`` modules to replace: ``None`` (default) for every ``nn.Conv2d``,
+        1x1 ones included (they hold most of a ResNet-50's weights); a name pattern such as
+        ``"layer4.*"`` or a list of them (``fnmatch`` on the qualified module name); or a
+        predicate ``(name, module) -> bool``. Only ``nn.Conv2d`` modules are ever replaced.
+    inplace
+        Modify ``model`` itself instead of a copy.
+    **criteria
+        Passed to ``from_conv`` of the chosen class: for all three ``max_bond``,
+        ``max_error``, ``ratio`` and ``path``; MPS and Tucker also ``keep``, ``cutoff``,
+        ``cutoff_mode``; MPS ``cut`` and ``split``; Tucker ``ranks``; CP ``rank``,
+        ``n_iter``, ``tol``, ``seed``.
+
+    Returns
+    -------
+    (nn.Module, TensorizeReport)
+        The new model and the parameters before/after, per layer and in total.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``kind``, or ``layers`` patterns that match no ``nn.Conv2d``.
+    TypeError
+        ``model`` is not an ``nn.Module`` or ``layers`` has the wrong type.
+
+    Examples
+    --------
+    >>> import torch, tnconv
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(),
+    ...                           torch.nn.Conv2d(16, 16, 3))
+    >>> new, report = tnconv.tensorize(net, kind="tucker", ranks=4)
+    >>> [r.name for r in report.layers], type(new[2]).__name__
+    (['0', '2'], 'TuckerConv2d')
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; valid: {', '.join(KINDS)}")
+    select = _selector(layers)
+    cls = KINDS[kind]
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    chosen = [(n, m) for n, m in convs if select(n, m)]
+    if layers is not None and not callable(layers) and not chosen:
+        names = ", ".join(n for n, _ in convs[:8]) + (", ..." if len(convs) > 8 else "")
+        raise ValueError(f"layers={layers!r} matches no nn.Conv2d; the convolutions are: "
+                         f"{names or '(none)'}")
+    before = _count(model)
+    target = model if inplace else copy.deepcopy(model)
+    report = TensorizeReport(kind=kind, model_params_before=before)
+    for name, _ in chosen:
+        conv = target.get_submodule(name)
+        new = cls.from_conv(conv, **criteria)  # type: ignore[attr-defined]
+        _set_submodule(target, name, new)
+        report.layers.append(LayerReport(name, kind, tuple(conv.weight.shape),
+                                         sum(p.numel() for p in conv.parameters()),
+                                         new.num_params))
+    report.model_params_after = _count(target)
+    return target, report
+
+
+def densify(model: nn.Module, *, inplace: bool = False) -> nn.Module:
+    """Replace every factorized layer of a model by its dense ``nn.Conv2d`` (``to_conv``).
+
+    Parameters
+    ----------
+    model
+        A model, typically from :func:`tensorize` (deep-copied unless ``inplace=True``).
+    inplace
+        Modify ``model`` itself.
+
+    Returns
+    -------
+    nn.Module
+        A model with plain convolutions only (a factorized model at the top level is
+        returned as its ``nn.Conv2d``).
+
+    Examples
+    --------
+    >>> import torch, tnconv
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3))
+    >>> type(tnconv.densify(tnconv.tensorize(net)[0])[0]).__name__
+    'Conv2d'
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, _FactorizedConv2d):
+        return model.to_conv()
+    target = model if inplace else copy.deepcopy(model)
+    names = [n for n, m in target.named_modules() if isinstance(m, _FactorizedConv2d)]
+    for name in names:
+        _set_submodule(target, name, target.get_submodule(name).to_conv())
+    return target
