@@ -1,0 +1,84 @@
+"""The study examples run end to end on their tiny profile (the CI smoke test)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"
+PLOTS = ["entropy.png", "accuracy_vs_norm_loss.png", "compressibility_vs_depth.png",
+         "all_layers.png", "recovery.png"]
+
+
+def _run(script: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NUMBA_CACHE_DIR": os.environ.get("NUMBA_CACHE_DIR", "/tmp/numba"),
+           "MPLBACKEND": "Agg",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, str(ROOT / "examples" / script), *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _have_data() -> bool:
+    from tnconv.data import load_dataset
+
+    try:
+        load_dataset("fashion-mnist", "test")
+    except FileNotFoundError:
+        return False
+    return True
+
+
+needs_data = pytest.mark.skipif(not _have_data(), reason="Fashion-MNIST not available")
+
+
+@pytest.mark.parametrize("script", ["cnn4_cuts.py", "resnet_cuts.py"])
+def test_help_documents_every_option(script):
+    res = _run(script, "--help")
+    assert res.returncode == 0, res.stderr
+    for opt in ("--dataset", "--full", "--quick", "--tiny", "--out", "--device", "--epochs",
+                "--levels", "--layers", "--cuts", "--threads"):
+        assert opt in res.stdout
+    assert res.stdout.count("(default") >= 3
+
+
+@needs_data
+@pytest.mark.parametrize("script", ["cnn4_cuts.py", "resnet_cuts.py"])
+def test_example_tiny_profile_end_to_end(script, tmp_path):
+    out = tmp_path / "run"
+    res = _run(script, "--tiny", "--out", str(out), "--no-progress")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
+    assert "Tiny CI profile" in res.stdout
+    for name in PLOTS:
+        assert (out / name).read_bytes()[:8] == PNG, name
+    with open(out / "sweep_single.csv") as fh:
+        single = list(csv.DictReader(fh))
+    with open(out / "sweep_all.csv") as fh:
+        all_rows = list(csv.DictReader(fh))
+    assert len(single) == 2 * 2 * 3 and len(all_rows) == 2 * 3
+    assert {r["layer"] for r in single} == {"block2.conv", "block4.conv"}
+    findings = json.loads((out / "findings.json").read_text())
+    summary = (out / "summary.md").read_text()
+    # the summary states numbers computed from the tables
+    base = float(single[0]["baseline_accuracy"])
+    assert findings["baseline_accuracy"] == pytest.approx(base)
+    assert f"{100 * base:.1f}%" in summary
+    assert findings["cuts"][0]["cut"] in summary
+    rec = findings["recovery"]["plain"]["accuracy"]
+    assert len(rec) == 2 and f"{100 * rec[-1]:.1f}%" in summary
+    atlas = (out / "atlas.csv").read_text().splitlines()
+    assert len(atlas) == 1 + 4 * 7  # every conv layer over all 7 cuts
+
+    if script == "cnn4_cuts.py":  # the same command again resumes: no sweep row recomputed
+        res = _run(script, "--tiny", "--out", str(out), "--no-progress")
+        assert res.returncode == 0, res.stderr[-4000:]
+        run = json.loads((out / "run.json").read_text())
+        assert run["sweep_single"]["rows_new"] == 0 and run["sweep_all"]["rows_new"] == 0
+        with open(out / "sweep_single.csv") as fh:
+            assert list(csv.DictReader(fh)) == single

@@ -1,0 +1,284 @@
+"""Suffix evaluation from cached activations: re-run only the part of a model after a layer.
+
+A truncation sweep changes one kernel at a time, so everything before the stage that holds it
+gives the same activations for every row. :class:`PrefixRunner` splits a model into a chain of
+*stages* -- its top-level children, with :class:`torch.nn.Sequential` children opened up
+recursively (a ResNet becomes ``conv1, bn1, relu, maxpool, layer1.0, ..., layer4.2, avgpool,
+fc``) -- checks numerically that running the chain reproduces ``model(x)`` bit for bit, caches
+the activations at the input of one stage, and evaluates the stages from there on.
+
+Rules
+-----
+* The chain is verified once on the first batch in eval mode with :func:`torch.equal`. If the
+  opened-up chain does not reproduce the model, the top-level children are tried; if neither
+  does (a custom ``forward``), every evaluation runs the full model (``mode == "full"``).
+* The one special case is a :class:`torch.nn.Linear` stage receiving a tensor with more than 2
+  dimensions: it gets ``torch.flatten(x, 1)`` first, as in torchvision's ResNet forward (the
+  verification covers it).
+* The evaluation data is cut into the same batches for the cache and for the full model, and the
+  cache keeps the very tensors (dtype included, under autocast) that the full forward pass
+  would feed to the stage, so a suffix evaluation gives exactly the full evaluation's logits.
+* Only one stage's cache lives at a time; :meth:`PrefixRunner.advance` moves it forward through
+  the (unmodified) stages and frees the old one. A cache larger than ``cache_bytes`` is not kept:
+  those layers are evaluated on the full model instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["PrefixRunner", "model_stages", "as_tensors", "Metrics"]
+
+#: Accuracy, mean loss and count of one evaluation.
+Metrics = dict[str, float]
+
+
+def as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images, labels)`` from an ImageDataset-like object or a pair of tensors.
+
+    Examples
+    --------
+    >>> x, y = as_tensors((torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long)))
+    >>> x.shape[0], y.dtype
+    (2, torch.int64)
+    """
+    if hasattr(data, "images") and hasattr(data, "labels"):
+        x, y = data.images, data.labels
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = data
+    else:
+        raise TypeError("data must be an ImageDataset (with .images and .labels) or a pair "
+                        f"(images, labels) of tensors, got {type(data).__name__}")
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise TypeError("data's images and labels must be torch tensors")
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"need as many labels as images (and at least one), got {len(x)} "
+                         f"images and {len(y)} labels")
+    return x, y
+
+
+def _open_up(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
+    out = []
+    for name, child in module.named_children():
+        full = f"{prefix}{name}"
+        if type(child) is nn.Sequential:
+            out.extend(_open_up(child, full + "."))
+        else:
+            out.append((full, child))
+    return out
+
+
+def model_stages(model: nn.Module, *, open_sequential: bool = True
+                 ) -> list[tuple[str, nn.Module]]:
+    """The candidate chain of stages of a model (not yet verified; see :class:`PrefixRunner`).
+
+    Examples
+    --------
+    >>> m = nn.Sequential(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), nn.Flatten())
+    >>> [n for n, _ in model_stages(m)], [n for n, _ in model_stages(m, open_sequential=False)]
+    (['0.0', '0.1', '1'], ['0', '1'])
+    """
+    if open_sequential:
+        return _open_up(model, "")
+    return list(model.named_children())
+
+
+def _run_stage(stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if isinstance(stage, nn.Linear) and x.ndim > 2:
+        x = torch.flatten(x, 1)
+    return stage(x)
+
+
+class PrefixRunner:
+    """Evaluate a model, or only its stages from a cached activation on, on fixed data.
+
+    Parameters
+    ----------
+    model
+        The model, in eval mode on ``device`` (the runner does not copy it: swap kernels in
+        place and evaluate).
+    data
+        An ImageDataset or ``(images, labels)``; moved to ``device`` once.
+    batch_size
+        Images per batch (the same batches for every evaluation).
+    device
+        Where to evaluate.
+    amp
+        bf16 autocast (CUDA only).
+    cache_bytes
+        Largest stage cache kept (bytes); ``None``: no limit.
+    use_prefix
+        ``False`` forces full evaluations (the naive reference).
+
+    Attributes
+    ----------
+    mode : str
+        ``"prefix"`` (verified chain of stages) or ``"full"``.
+    stages : list of (str, nn.Module)
+
+    Examples
+    --------
+    >>> torch.manual_seed(0) and None
+    >>> m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(64, 3)).eval()
+    >>> data = (torch.randn(8, 1, 6, 6), torch.randint(0, 3, (8,)))
+    >>> run = PrefixRunner(m, data, batch_size=4, device="cpu")
+    >>> run.mode, run.evaluate()["accuracy"] == run.evaluate_from(3)["accuracy"]
+    ('prefix', True)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Any,
+        *,
+        batch_size: int = 1000,
+        device: str | torch.device = "cpu",
+        amp: bool = False,
+        cache_bytes: int | None = None,
+        use_prefix: bool = True,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.model = model
+        self.device = torch.device(device)
+        x, y = as_tensors(data)
+        self.x = x.to(self.device)
+        self.y = y.to(self.device)
+        self.n = len(self.y)
+        self.batch_size = batch_size
+        self.amp = bool(amp) and self.device.type == "cuda"
+        self.cache_bytes = cache_bytes
+        self._cache: list[torch.Tensor] | None = None
+        self._cache_stage = -1
+        self._sizes: dict[int, int] = {}
+        self.stages: list[tuple[str, nn.Module]] = []
+        self.mode = "full"
+        if use_prefix:
+            for open_seq in (True, False):
+                stages = model_stages(model, open_sequential=open_seq)
+                if stages and self._verify(stages):
+                    self.stages, self.mode = stages, "prefix"
+                    break
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, self.n, self.batch_size):
+            yield self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
+
+    @torch.no_grad()
+    def _verify(self, stages: list[tuple[str, nn.Module]]) -> bool:
+        x = self.x[: self.batch_size]
+        with self._autocast():
+            try:
+                ref = self.model(x)
+                h = x
+                for _, stage in stages:
+                    h = _run_stage(stage, h)
+            except Exception:  # a chain that cannot even run is simply not usable
+                return False
+        return h.shape == ref.shape and torch.equal(h, ref)
+
+    def stage_of(self, module: nn.Module) -> int | None:
+        """Index of the stage that holds ``module`` (``None`` in full mode or if not found)."""
+        for i, (_, stage) in enumerate(self.stages):
+            if stage is module or any(m is module for m in stage.modules()):
+                return i
+        return None
+
+    @staticmethod
+    def _metrics(correct: int, loss_sum: float, n: int) -> Metrics:
+        return {"accuracy": correct / n, "loss": loss_sum / n, "n": n}
+
+    @staticmethod
+    def _score(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = logits.float()
+        correct = (logits.argmax(1) == y).sum()
+        loss = F.cross_entropy(logits, y, reduction="sum")
+        return correct, loss
+
+    # -- evaluation ------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> Metrics:
+        """Accuracy and mean cross-entropy of the full model on the data."""
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        loss = torch.zeros((), device=self.device, dtype=torch.float64)
+        with self._autocast():
+            for x, y in self._batches():
+                c, ls = self._score(self.model(x), y)
+                correct += c
+                loss += ls.double()
+        return self._metrics(int(correct), float(loss), self.n)
+
+    def cache_size(self, stage: int) -> int:
+        """Bytes of the cache at the input of ``stage`` (computed by one batch's pass)."""
+        if stage in self._sizes:
+            return self._sizes[stage]
+        with torch.no_grad(), self._autocast():
+            h = self.x[: self.batch_size]
+            for _, mod in self.stages[:stage]:
+                h = _run_stage(mod, h)
+        self._sizes[stage] = math.ceil(h.element_size() * h[0].numel() * self.n)
+        return self._sizes[stage]
+
+    @torch.no_grad()
+    def advance(self, stage: int) -> bool:
+        """Hold the activations at the input of ``stage`` (moving forward from the current cache).
+
+        Returns ``False`` (and holds nothing) in full mode or when the cache would exceed
+        ``cache_bytes``; the caller then evaluates the full model.
+        """
+        if self.mode != "prefix":
+            return False
+        if stage == self._cache_stage and self._cache is not None:
+            return True
+        if self.cache_bytes is not None and self.cache_size(stage) > self.cache_bytes:
+            self._cache, self._cache_stage = None, -1
+            return False
+        if self._cache is not None and self._cache_stage <= stage:
+            start, cache = self._cache_stage, self._cache
+        else:
+            start, cache = 0, [x for x, _ in self._batches()]
+        self._cache = None  # free the old cache as the new one is built
+        with self._autocast():
+            new = []
+            for h in cache:
+                for _, mod in self.stages[start:stage]:
+                    h = _run_stage(mod, h)
+                new.append(h)
+        del cache
+        self._cache, self._cache_stage = new, stage
+        return True
+
+    @torch.no_grad()
+    def evaluate_from(self, stage: int) -> Metrics:
+        """Evaluate the stages ``stage, stage+1, ...`` from the cached input of ``stage``."""
+        if not self.advance(stage):
+            return self.evaluate()
+        assert self._cache is not None
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        loss = torch.zeros((), device=self.device, dtype=torch.float64)
+        with self._autocast():
+            for h, (_, y) in zip(self._cache, self._batches()):
+                h = h.clone()  # a stage may work in place on its input; keep the cache intact
+                for _, mod in self.stages[stage:]:
+                    h = _run_stage(mod, h)
+                c, ls = self._score(h, y)
+                correct += c
+                loss += ls.double()
+        return self._metrics(int(correct), float(loss), self.n)
+
+    def release(self) -> None:
+        """Free the cached activations."""
+        self._cache, self._cache_stage = None, -1
