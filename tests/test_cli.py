@@ -24,6 +24,7 @@ def test_python_m_tnconv_help():
 @pytest.mark.parametrize("command,expected", [
     ("train", ["--model", "--dataset", "--epochs", "--out", "--device", "--seed"]),
     ("eval", ["checkpoint", "--device", "--subset"]),
+    ("spectra", ["source", "--cuts", "--out", "--include-linear"]),
 ])
 def test_subcommand_help(capsys, command, expected):
     with pytest.raises(SystemExit) as exit_:
@@ -93,3 +94,37 @@ def test_usage_errors_are_one_line(capsys):
 def test_cuda_without_gpu_is_a_clear_error(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "x.pt"), "--device", "cuda"]) == 2
     assert "CUDA is not available" in _error_line(capsys)
+
+
+def test_spectra_of_a_checkpoint_equals_the_atlas(tmp_path, capsys):
+    import tnconv
+    from tnconv.models import cnn4
+    from tnconv.train import save_checkpoint
+
+    torch.manual_seed(0)
+    model = cnn4(10, 1, widths=(4, 8, 8, 8))
+    ckpt = save_checkpoint(model, tmp_path / "m.pt",
+                           meta={"model": "cnn4", "dataset": "fashion-mnist", "num_classes": 10,
+                                 "in_channels": 1, "model_kwargs": {"widths": (4, 8, 8, 8)}})
+    out = tmp_path / "atlas.csv"
+    assert main(["spectra", str(ckpt), "--cuts", "out|in,kh,kw;out,kh|in,kw",
+                 "--out", str(out)]) == 0
+    assert "8 (layer, cut) rows" in capsys.readouterr().out
+    import pandas as pd
+
+    table = pd.read_csv(out)
+    ref = tnconv.spectra_atlas(model, cuts=["out|in,kh,kw", "out,kh|in,kw"]).to_pandas()
+    assert list(table["layer"]) == list(ref["layer"])
+    assert list(table["rank_10pct"]) == list(ref["rank_10pct"])
+    assert table["entropy"].to_numpy() == pytest.approx(ref["entropy"].to_numpy(), abs=1e-6)
+
+
+def test_spectra_by_model_name_prints_a_table(capsys):
+    assert main(["spectra", "cnn4", "--in-channels", "1", "--cuts", "out|in,kh,kw"]) == 0
+    text = capsys.readouterr().out
+    assert "block4.conv" in text and "entropy" in text
+
+
+def test_spectra_bad_cut_is_one_line(capsys):
+    assert main(["spectra", "cnn4", "--cuts", "out|bogus"]) == 2
+    assert "bogus" in _error_line(capsys)

@@ -216,3 +216,13 @@ def test_train_config_is_layered():
     cpu = train_config("cnn4", "fashion-mnist", "cpu")
     assert cpu["epochs"] == 3 and cpu["optimizer"] == "sgd" and cpu["label_smoothing"] == 0.1
     assert train_config("resnet50", "cifar10", "cuda")["batch_size"] == 512
+
+
+def test_evaluate_accepts_a_tensor_pair_like_sweep():
+    torch.manual_seed(0)
+    model = cnn4(10, 1, widths=(4, 4, 4, 4))
+    x, y = torch.randn(10, 1, 32, 32), torch.randint(0, 10, (10,))
+    pair = evaluate(model, (x, y), batch_size=3)
+    batches = evaluate(model, [(x[:5], y[:5]), (x[5:], y[5:])])
+    assert pair["n"] == 10 and pair["accuracy"] == batches["accuracy"]
+    assert abs(pair["loss"] - batches["loss"]) < 1e-6

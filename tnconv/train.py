@@ -125,6 +125,16 @@ def _iter_batches(data: Any, batch_size: int, device: torch.device
     if isinstance(data, ImageDataset):
         yield from data.to(device).batches(batch_size)
         return
+    if (isinstance(data, (tuple, list)) and len(data) == 2
+            and all(isinstance(t, torch.Tensor) for t in data) and data[0].dim() == 4):
+        # one (images N x C x H x W, labels N) pair, as tnconv.sweep accepts it
+        images, labels = data
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        for i in range(0, len(images), batch_size):
+            yield (images[i:i + batch_size].to(device, non_blocking=True),
+                   labels[i:i + batch_size].to(device, non_blocking=True))
+        return
     for item in data:
         x, y = item[0], item[1]
         yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -147,10 +157,11 @@ def evaluate(
     ----------
     model : torch.nn.Module
         Classifier returning logits N x num_classes.
-    data : ImageDataset or iterable of (x, y)
-        The images; an ImageDataset is cut into ``batch_size`` batches.
+    data : ImageDataset, (images, labels) tensors, or iterable of (x, y) batches
+        The images; an ImageDataset or an ``(images, labels)`` pair is cut into
+        ``batch_size`` batches.
     batch_size : int, default 1000
-        Images per batch (ImageDataset only).
+        Images per batch (ImageDataset or tensor pair).
     device : str or torch.device, optional
         Where to run; default the model's device. The model is not moved: pass data or use a
         model that is already there.
@@ -245,7 +256,7 @@ def fit(
     weight_decay: float | None = None,
     batch_size: int = 256,
     augment: bool = True,
-    eval_data: ImageDataset | None = None,
+    eval_data: ImageDataset | tuple[torch.Tensor, torch.Tensor] | None = None,
     device: str | torch.device | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -281,7 +292,7 @@ def fit(
         be the only one).
     augment : bool, default True
         The dataset's training augmentation (see :meth:`ImageDataset.batches`).
-    eval_data : ImageDataset, optional
+    eval_data : ImageDataset or (images, labels) tensors, optional
         Evaluated after every epoch (adds ``eval_accuracy``, ``eval_loss``, maybe ``eval_top5``).
     device : str or torch.device, optional
         Default: the model's device. ``"auto"`` picks CUDA when available.
@@ -339,7 +350,7 @@ def fit(
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device=dev, memory_format=fmt)
     data = train_data.to(dev)
-    eval_set = eval_data.to(dev) if eval_data is not None else None
+    eval_set = eval_data.to(dev) if isinstance(eval_data, ImageDataset) else eval_data
     drop_last = len(data) >= 2 * batch_size
     steps = data.num_batches(batch_size, drop_last=drop_last)
     opt = _make_optimizer(model, optimizer, lr, weight_decay)
