@@ -128,3 +128,32 @@ def test_spectra_by_model_name_prints_a_table(capsys):
 def test_spectra_bad_cut_is_one_line(capsys):
     assert main(["spectra", "cnn4", "--cuts", "out|bogus"]) == 2
     assert "bogus" in _error_line(capsys)
+
+
+def test_help_shows_single_percent_signs(capsys):
+    with pytest.raises(SystemExit):
+        main(["spectra", "--help"])
+    text = capsys.readouterr().out
+    assert "1%" in text and "%%" not in text
+
+
+def test_os_errors_are_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    status = main(["spectra", "cnn4", "--in-channels", "1", "--cuts", "out|in,kh,kw",
+                   "--out", str(blocker / "atlas.csv")])
+    assert status == 2
+    assert str(blocker) in _error_line(capsys)
+
+
+def test_eval_on_a_dataset_that_does_not_fit_is_one_line(fmnist_test, tmp_path, capsys):
+    from tnconv.models import cnn4
+    from tnconv.train import save_checkpoint
+
+    ckpt = save_checkpoint(cnn4(10, 3, widths=(4, 4, 4, 4)), tmp_path / "rgb.pt",
+                           meta={"model": "cnn4", "dataset": "cifar10",
+                                 "model_kwargs": {"widths": [4, 4, 4, 4]}})
+    assert main(["eval", str(ckpt), "--dataset", "fashion-mnist", "--subset", "8",
+                 "--device", "cpu"]) == 2
+    line = _error_line(capsys)
+    assert "in_channels" in line and "fashion-mnist" in line

@@ -195,3 +195,24 @@ def test_augmentation_is_crop_and_flip(name, channels):
     assert (flipped > 0) == info.flip
     same = ds.augment(ds.images, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out, same)
+
+
+def test_short_idx_header_is_a_clear_error(isolated):
+    _write_idx(isolated["root"], "test", 1)
+    # magic says 3 dimensions but the file ends after one of them
+    (isolated["root"] / "t10k-images-idx3-ubyte.gz").write_bytes(
+        gzip.compress(struct.pack(">BBBBi", 0, 0, 8, 3, 5)))
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        load_dataset("mnist", "test", root=isolated["root"])
+
+
+def test_corrupt_cifar_folder_is_a_clear_error(isolated):
+    (isolated["root"] / "cifar-10-batches-py").mkdir(parents=True)  # present but empty
+    with pytest.raises(ValueError, match=r"cifar10.*incomplete or corrupt.*cifar-10-batches-py"):
+        load_dataset("cifar10", "test", root=isolated["root"])
+
+
+def test_subset_accepts_numpy_integers():
+    ds = _toy(50)
+    assert len(ds.subset(np.int64(20))) == 20
+    assert torch.equal(ds.subset(np.int64(20)).labels, ds.subset(20).labels)

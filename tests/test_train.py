@@ -226,3 +226,34 @@ def test_evaluate_accepts_a_tensor_pair_like_sweep():
     batches = evaluate(model, [(x[:5], y[:5]), (x[5:], y[5:])])
     assert pair["n"] == 10 and pair["accuracy"] == batches["accuracy"]
     assert abs(pair["loss"] - batches["loss"]) < 1e-6
+
+
+def test_corrupt_weights_rejected(checkpoint, tmp_path):
+    model, _ = load_checkpoint(checkpoint)
+    raw = checkpoint.read_bytes()
+    weight = model.classifier.fc.weight.detach().numpy().tobytes()
+    at = raw.index(weight)  # the stored bytes of one tensor
+    bad = tmp_path / "flipped.pt"
+    bad.write_bytes(raw[:at] + bytes(64) + raw[at + 64:])  # same size, zip still readable
+    with pytest.raises(ValueError, match="corrupt.*checksum"):
+        load_checkpoint(bad)
+    old = torch.load(checkpoint, weights_only=True)  # files written before checksums load
+    del old["sha256"]
+    torch.save(old, tmp_path / "old.pt")
+    assert torch.equal(load_checkpoint(tmp_path / "old.pt")[0].classifier.fc.weight,
+                       model.classifier.fc.weight)
+
+
+def test_train_or_load_cache_respects_overrides(tnconv_cache, monkeypatch, tmp_path, capsys):
+    path = default_checkpoint_path("cnn4", "fashion-mnist")
+    save_checkpoint(_small_model(2), path,
+                    meta={"model": "cnn4", "dataset": "fashion-mnist", "epochs": 3,
+                          "train_config": {"epochs": 3, "lr": 0.1},
+                          "model_kwargs": {"widths": [8, 16, 16, 32]}})
+    assert train_or_load("cnn4", "fashion-mnist", device="cpu", lr=0.1)[1]["epochs"] == 3
+    # a different option must not return the cached model: it retrains (and finds no data here)
+    for var in ("TNCONV_DATA", "TNCONV_SYSTEM_DATA"):
+        monkeypatch.setenv(var, str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="not found"):
+        train_or_load("cnn4", "fashion-mnist", device="cpu", lr=0.05)
+    assert "lr" in capsys.readouterr().out

@@ -2,8 +2,9 @@
 
 Each subcommand is registered by ``_add_<name>(subparsers)`` and run by ``_cmd_<name>(args)``,
 which returns the exit status; add a subcommand by writing both and listing ``_add_<name>`` in
-:data:`_SUBCOMMANDS`. Errors raised by tnconv (ValueError, TypeError, FileNotFoundError) are
-printed as one line ``tnconv: error: ...`` and give exit status 2.
+:data:`_SUBCOMMANDS`. Errors raised by tnconv (ValueError, TypeError) and by the file system
+(OSError, e.g. FileNotFoundError) are printed as one line ``tnconv: error: ...`` and give
+exit status 2.
 """
 
 from __future__ import annotations
@@ -151,6 +152,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if dataset is None:
         raise ValueError(f"{args.checkpoint} does not name its dataset; pass --dataset")
     data = load_dataset(dataset, args.split, root=args.data_root, download=args.download)
+    for key, have in (("in_channels", data.in_channels), ("num_classes", data.num_classes)):
+        if meta[key] != have:
+            raise ValueError(
+                f"{args.checkpoint} has {key}={meta[key]} but {data.name} has {have}; "
+                "evaluate it on a dataset of the same shape"
+            )
     if args.subset is not None:
         data = data.subset(args.subset, seed=args.seed)
     result = evaluate(model, data, batch_size=args.batch_size, device=device)
@@ -167,8 +174,8 @@ def _add_spectra(subparsers: argparse._SubParsersAction) -> None:
         "spectra",
         help="spectra atlas of a model's conv kernels over cuts (entropy, ranks, norm loss)",
         description="Cut every convolution kernel of a model along a set of cuts and report, "
-                    "per (layer, cut): full rank, entanglement entropy, rank needed for 1%%, "
-                    "10%% and 50%% relative error, and norm loss at half rank "
+                    "per (layer, cut): full rank, entanglement entropy, rank needed for 1%, "
+                    "10% and 50% relative error, and norm loss at half rank "
                     "(tnconv.spectra_atlas).",
         epilog="examples: tnconv spectra ~/.cache/tnconv/checkpoints/cnn4-fashion-mnist.pt; "
                "tnconv spectra resnet50 --cuts 'out|in,kh,kw;out,kh|in,kw' --out atlas.csv",
@@ -259,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, OSError) as exc:
         message = str(exc).strip().replace("\n", " ") or type(exc).__name__
         print(f"tnconv: error: {message}", file=sys.stderr)
         return 2

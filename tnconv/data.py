@@ -225,6 +225,8 @@ def _read_idx_cached(path: str, mtime_ns: int, size: int) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number)")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise ValueError(f"{path} is truncated or corrupt: its header ends early")
     dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4).astype(np.int64)
     offset = 4 + 4 * ndim
     expected = int(np.prod(dims))
@@ -258,7 +260,14 @@ def _load_cifar(info: DatasetInfo, root: Path, split: str) -> tuple[torch.Tensor
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, info.torchvision_class)
-    ds = cls(root=str(root), train=(split == "train"), download=False)
+    try:
+        ds = cls(root=str(root), train=(split == "train"), download=False)
+    except RuntimeError as exc:  # torchvision's md5 check: "Dataset not found or corrupted"
+        folder = root / _CIFAR_FOLDERS[info.name]
+        raise ValueError(
+            f"{info.name} in {folder} is incomplete or corrupt (torchvision: {exc}); "
+            f"replace it: {info.get_data}"
+        ) from exc
     x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
     return x, torch.as_tensor(ds.targets, dtype=torch.int64)
 
@@ -374,8 +383,8 @@ class ImageDataset:
         """
         if isinstance(n_or_indices, bool):
             raise TypeError("n_or_indices must be an int or indices, got bool")
-        if isinstance(n_or_indices, int):
-            n = n_or_indices
+        if isinstance(n_or_indices, (int, np.integer)):
+            n = int(n_or_indices)
             if not 0 < n <= len(self):
                 raise ValueError(f"subset size must be in 1..{len(self)}, got {n}")
             gen = torch.Generator().manual_seed(seed)
@@ -399,9 +408,11 @@ class ImageDataset:
         device = torch.device(device)
         if device == self.device:
             return self
+        # asynchronous only towards CUDA: a non-blocking copy to the host may be read unfinished
+        non_blocking = device.type == "cuda"
         return ImageDataset(
-            self.images.to(device, non_blocking=True),
-            self.labels.to(device, non_blocking=True),
+            self.images.to(device, non_blocking=non_blocking),
+            self.labels.to(device, non_blocking=non_blocking),
             self.name,
             self.split,
         )

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
+import json
 import math
 import os
 import tempfile
@@ -125,6 +127,8 @@ def _iter_batches(data: Any, batch_size: int, device: torch.device
     if isinstance(data, ImageDataset):
         yield from data.to(device).batches(batch_size)
         return
+    # asynchronous only towards CUDA: a non-blocking copy to the host may be read unfinished
+    non_blocking = device.type == "cuda"
     if (isinstance(data, (tuple, list)) and len(data) == 2
             and all(isinstance(t, torch.Tensor) for t in data) and data[0].dim() == 4):
         # one (images N x C x H x W, labels N) pair, as tnconv.sweep accepts it
@@ -132,12 +136,12 @@ def _iter_batches(data: Any, batch_size: int, device: torch.device
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         for i in range(0, len(images), batch_size):
-            yield (images[i:i + batch_size].to(device, non_blocking=True),
-                   labels[i:i + batch_size].to(device, non_blocking=True))
+            yield (images[i:i + batch_size].to(device, non_blocking=non_blocking),
+                   labels[i:i + batch_size].to(device, non_blocking=non_blocking))
         return
     for item in data:
         x, y = item[0], item[1]
-        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        yield x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking)
 
 
 def evaluate(
@@ -482,11 +486,22 @@ def _plain(value: Any) -> Any:
     return str(value)  # torch.device, Path, TorchVersion, ...
 
 
+def _checksum(meta: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the metadata and of every tensor's name, dtype, shape and bytes (CPU)."""
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    for key in sorted(state):
+        t = state[key].detach().to("cpu").contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, meta: dict[str, Any]) -> Path:
     """Save ``model``'s weights and metadata to ``path`` atomically.
 
     The file is written to a temporary file in the same folder and renamed over ``path``, so a
-    crash never leaves a half-written checkpoint.
+    crash never leaves a half-written checkpoint. A SHA-256 of the metadata and weights is
+    stored with them, so :func:`load_checkpoint` detects corrupted bytes.
 
     Parameters
     ----------
@@ -531,6 +546,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, meta: dict[str
         "version": _CHECKPOINT_VERSION,
         "meta": full,
         "state_dict": state,
+        "sha256": _checksum(full, state),
     }
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -580,8 +596,8 @@ def load_checkpoint(
     FileNotFoundError
         No file at ``path``.
     ValueError
-        Not a tnconv checkpoint, truncated or corrupt, metadata differing from ``expect``, or
-        weights not fitting the model.
+        Not a tnconv checkpoint, truncated or corrupt (including contents that do not match the
+        stored SHA-256), metadata differing from ``expect``, or weights not fitting the model.
 
     Examples
     --------
@@ -593,7 +609,7 @@ def load_checkpoint(
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zips, pickles and garbage raise many exception types
         raise ValueError(
             f"{path} is not a readable tnconv checkpoint (truncated or corrupt?): "
@@ -610,6 +626,11 @@ def load_checkpoint(
     state = payload.get("state_dict")
     if not isinstance(meta, dict) or not isinstance(state, dict):
         raise ValueError(f"{path} is corrupt: missing metadata or weights")
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} is corrupt: its weights are not all tensors")
+    stored = payload.get("sha256")  # absent in files written before checksums were added
+    if stored is not None and stored != _checksum(meta, state):
+        raise ValueError(f"{path} is corrupt: its contents do not match the stored checksum")
     missing = [k for k in _REQUIRED_META if k not in meta]
     if missing:
         raise ValueError(f"{path} is corrupt: metadata lacks {', '.join(missing)}")
@@ -656,7 +677,8 @@ def train_or_load(
     """A trained ``model_name`` for ``dataset``: from the checkpoint cache, or trained now.
 
     Looks for :func:`default_checkpoint_path` (when ``cache``); uses it if its metadata matches
-    (model, dataset and, when given, ``epochs``). Otherwise trains with :func:`train_config`'s
+    (model, dataset and, when given, ``epochs`` and every option in ``overrides``, compared with
+    the checkpoint's ``train_config``). Otherwise trains with :func:`train_config`'s
     defaults (``overrides`` replace single options, e.g. ``lr=0.05``), evaluates on the test
     split, and saves the checkpoint (when ``cache``).
 
@@ -702,6 +724,14 @@ def train_or_load(
             expect["epochs"] = epochs
         try:
             model, meta = load_checkpoint(path, expect=expect, map_location=dev)
+            trained = meta.get("train_config")
+            trained = trained if isinstance(trained, dict) else {}
+            for key, want in overrides.items():
+                if key not in trained or trained[key] != _plain(want):
+                    raise ValueError(
+                        f"{path} was trained with {key}={trained.get(key)!r}, "
+                        f"not {key}={want!r}"
+                    )
             return model, meta
         except ValueError as exc:
             if progress:
