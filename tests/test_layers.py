@@ -316,7 +316,14 @@ def test_to_conv_round_trip(kind):
         assert getattr(dense, attr) == getattr(conv, attr)
     x = _x(conv)
     assert _rel(dense(x), layer(x)) <= 1e-5
-    assert not dense.weight.requires_grad or dense.weight.grad_fn is None
+    # a detached copy: a trainable leaf, unaffected by later changes to the factors
+    assert dense.weight.is_leaf and dense.weight.requires_grad
+    before = dense.weight.detach().clone()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.mul_(2.0)
+    assert torch.equal(dense.weight, before)
+    assert layer.eval().to_conv().training is False
     if kind in EXACT:  # exact both ways: conv -> factors -> conv
         assert torch.allclose(dense.weight, conv.weight, atol=1e-6)
         again = KINDS[kind].from_conv(dense)
@@ -338,6 +345,39 @@ def test_state_dict_save_and_load(kind):
     buf.seek(0)
     b.load_state_dict(torch.load(buf))
     assert torch.equal(a(x), b(x))
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_state_dict_into_fresh_layer_with_other_ranks(kind):
+    """A checkpoint of a truncated layer loads into a default-constructed one."""
+    conv = _conv((4, 6, 3, 1, 1, 1, 1, True, "zeros"))
+    crit = {"mps": {"max_bond": 2}, "tucker": {"ranks": (2, 3)}, "cp": {"rank": 2, "n_iter": 3}}
+    a = KINDS[kind].from_conv(conv, **crit[kind])
+    torch.manual_seed(0)
+    b = KINDS[kind](4, 6, 3, padding=1)
+    x = _x(conv)
+    b(x)  # fills the path cache for the old ranks
+    b.load_state_dict(a.state_dict())
+    assert [p.shape for p in b.parameters()] == [p.shape for p in a.parameters()]
+    assert b._path_cache == {}
+    for path in ("dense", "factored"):
+        a.path = b.path = path
+        assert torch.equal(a(x), b(x)), path
+    # factors that do not fit together, or a different conv shape, still fail to load
+    state = a.state_dict()
+    key = next(k for k in state if k != "bias")
+    bad = dict(state, **{key: torch.cat([state[key], state[key]], -1)})
+    with pytest.raises(RuntimeError, match="bond|size mismatch"):
+        KINDS[kind](4, 6, 3, padding=1).load_state_dict(bad)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        KINDS[kind](4, 5, 3, padding=1).load_state_dict(state)
+
+
+@pytest.mark.parametrize("shape", [(4, 9), (1, 1, 4, 9, 8)])
+def test_forward_rejects_bad_input_rank(shape):
+    layer = TuckerConv2d.from_conv(nn.Conv2d(4, 6, 3))
+    with pytest.raises(ValueError, match=r"3-D \[C, H, W\] or 4-D"):
+        layer(torch.randn(*shape))
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

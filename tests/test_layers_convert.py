@@ -182,3 +182,24 @@ def test_bond_entropies_and_recompress_rank1():
     other = MPSConv2d.from_conv(nn.Conv2d(6, 8, 3))
     assert all(e > 0.5 for e in other.bond_entropies())
     assert other.recompress(1e-12) == [8, 18, 6]
+
+
+def test_tensorize_densify_keep_mode_and_top_level_conv():
+    net = _net()  # in eval mode
+    new, _ = tnconv.tensorize(net, kind="tucker")
+    assert not any(m.training for m in new.modules())
+    assert not any(m.training for m in tnconv.densify(new).modules())
+    conv = nn.Conv2d(3, 4, 3)
+    layer, report = tnconv.tensorize(conv, kind="mps")
+    assert type(layer) is MPSConv2d and [r.name for r in report.layers] == [""]
+    assert type(conv) is nn.Conv2d and not list(conv.children())  # source untouched
+    x = _x()
+    assert _rel(layer(x), conv(x)) <= 1e-5
+    assert type(tnconv.densify(layer)) is nn.Conv2d
+
+
+def test_recompress_keeps_mode_and_frozen_cores():
+    layer = MPSConv2d.from_conv(nn.Conv2d(3, 4, 3)).eval().requires_grad_(False)
+    recompress(layer, 1e-3)
+    assert not any(m.training for m in layer.modules())
+    assert not any(p.requires_grad for p in layer.parameters())

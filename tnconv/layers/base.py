@@ -299,13 +299,15 @@ class _FactorizedConv2d(nn.Module):
     def _use_factored(self, x: torch.Tensor) -> tuple[bool, list[FactorStep] | None]:
         if self._path == "dense":
             return False, None
+        key = tuple(x.shape)
+        choice = self._path_cache.get(key)
+        if self._path == "auto" and choice is False:
+            return False, None  # cached: do not build the factored steps every forward
         steps = self._factor_steps()
         if steps is None:
             return False, None
         if self._path == "factored":
             return True, steps
-        key = tuple(x.shape)
-        choice = self._path_cache.get(key)
         if choice is None:
             est = self.flops(key)
             choice = est["factored"] is not None and est["factored"] < est["dense"]
@@ -316,6 +318,9 @@ class _FactorizedConv2d(nn.Module):
         """Convolve ``x`` (``[N, C, H, W]`` or ``[C, H, W]``) like the source ``nn.Conv2d``."""
         if x.dim() == 3:
             return self.forward(x.unsqueeze(0)).squeeze(0)
+        if x.dim() != 4:
+            raise ValueError(f"expected a 3-D [C, H, W] or 4-D [N, C, H, W] input, got shape "
+                             f"{tuple(x.shape)}")
         factored, steps = self._use_factored(x)
         if factored:
             return self._factored_forward(x, steps)  # type: ignore[arg-type]
@@ -323,7 +328,9 @@ class _FactorizedConv2d(nn.Module):
 
     # ------------------------------------------------------------------ conversion
     def to_conv(self) -> nn.Conv2d:
-        """A dense ``nn.Conv2d`` with the rebuilt kernel (detached copy), same device/dtype.
+        """A dense ``nn.Conv2d`` with the rebuilt kernel (detached copy).
+
+        Same device, dtype and train/eval mode as this layer.
 
         Examples
         --------
@@ -343,7 +350,47 @@ class _FactorizedConv2d(nn.Module):
             conv.weight.copy_(w)
             if self.bias is not None:
                 conv.bias.copy_(self.bias)
-        return conv
+        return conv.train(self.training)
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any],
+        strict: bool, missing_keys: list[str], unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """Adopt the ranks (bond dimensions) of the incoming factors before loading them.
+
+        A checkpoint of a truncated or re-compressed layer then loads into a freshly
+        constructed one. Only bond axes may change size; other mismatches (the conv's own
+        shape, the bias) are left to the ordinary "size mismatch" error.
+        """
+        arrays, inds, out = self._kernel_network()
+        names = {id(p): n for n, p in self.named_parameters()}
+        resized = False
+        for param, ix in zip(arrays, inds, strict=True):
+            name = names.get(id(param))
+            new = state_dict.get(prefix + name) if name is not None else None
+            if not isinstance(new, torch.Tensor) or new.shape == param.shape:
+                continue
+            if new.dim() != param.dim() or any(
+                    a != b and i in out
+                    for a, b, i in zip(new.shape, param.shape, ix, strict=True)):
+                continue
+            owner, _, leaf = name.rpartition(".")  # type: ignore[union-attr]
+            module = self.get_submodule(owner) if owner else self
+            setattr(module, leaf, nn.Parameter(param.new_empty(new.shape),
+                                               requires_grad=param.requires_grad))
+            resized = True
+        if resized:
+            self._path_cache.clear()
+            sizes: dict[str, int] = {}
+            arrays, inds, _ = self._kernel_network()
+            for a, ix in zip(arrays, inds, strict=True):
+                for i, d in zip(ix, a.shape, strict=True):
+                    if sizes.setdefault(i, int(d)) != d:
+                        error_msgs.append(f"bond {i!r} has size {sizes[i]} in one factor and "
+                                          f"{int(d)} in another")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
+                                      missing_keys, unexpected_keys, error_msgs)
 
     def _load_bias(self, conv: nn.Conv2d) -> None:
         if self.bias is not None and conv.bias is not None:

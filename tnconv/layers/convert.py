@@ -148,6 +148,8 @@ def tensorize(
     ----------
     model
         Any ``nn.Module``; it is deep-copied (never modified) unless ``inplace=True``.
+        A bare ``nn.Conv2d`` is returned as its factorized layer. Replaced layers keep
+        the train/eval mode of the convolutions they replace.
     kind
         ``"mps"`` (:class:`MPSConv2d`), ``"tucker"`` (:class:`TuckerConv2d`) or ``"cp"``
         (:class:`CPConv2d`).
@@ -203,7 +205,11 @@ def tensorize(
     for name, _ in chosen:
         conv = target.get_submodule(name)
         new = cls.from_conv(conv, **criteria)  # type: ignore[attr-defined]
-        _set_submodule(target, name, new)
+        new.train(conv.training)
+        if name:
+            _set_submodule(target, name, new)
+        else:  # the model is itself a convolution
+            target = new
         report.layers.append(LayerReport(name, kind, tuple(conv.weight.shape),
                                          sum(p.numel() for p in conv.parameters()),
                                          new.num_params))

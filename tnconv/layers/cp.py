@@ -138,10 +138,6 @@ def cp_als(
     return [f.to(tensor).contiguous() for f in factors], errors
 
 
-def _cp_params(shape: tuple[int, ...], rank: int) -> int:
-    return rank * sum(shape)
-
-
 class CPConv2d(_FactorizedConv2d):
     """A ``Conv2d`` whose kernel is a rank-``R`` CP decomposition, fitted by ALS.
 

@@ -286,7 +286,8 @@ class MPSConv2d(_FactorizedConv2d):
 
         Rebuilds the chain from the current kernel with :func:`tnconv.to_mps` (``cutoff =
         threshold``; by default relative to each bond's largest singular value) and replaces
-        the cores. Parameters are new objects: rebuild the optimizer afterwards.
+        the cores. Parameters are new objects (trainable or frozen as before): rebuild the
+        optimizer afterwards.
 
         Returns
         -------
@@ -307,8 +308,10 @@ class MPSConv2d(_FactorizedConv2d):
             mps = to_mps(w, self.cut, split=self.split or None, max_bond=max_bond,
                          max_error=max_error, cutoff=threshold,
                          cutoff_mode=cutoff_mode if threshold is not None else None)
+        trainable = self.cores[0].requires_grad
         self._set_cores(mps.arrays, mps.inds, mps.sites, mps.physical_legs, mps.split,
                         self.cores[0].dtype)
+        self.cores.train(self.training).requires_grad_(trainable)
         self.bond_spectra = list(mps.bond_spectra)
         self.rel_error = mps.rel_error
         return self.bond_dims
