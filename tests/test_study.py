@@ -96,8 +96,11 @@ def _state(model: nn.Module) -> dict:
 def test_truncate_model_leaves_input_unchanged_and_matches_truncate():
     model = _mixed_model()
     before = _state(model)
-    small, report = tnconv.truncate_model(model, cut="out|in", keep=0.5,
-                                          layers=["8"], include_linear=True)
+    lin, lin_report = tnconv.truncate_model(model, cut="out|in", keep=0.5,
+                                            layers=["8"], include_linear=True)
+    ref_w, ref = truncate(model[8].weight.detach(), "out|in", keep=0.5)
+    assert [r["layer"] for r in lin_report] == ["8"] and lin_report[0]["rank"] == ref.rank
+    assert torch.equal(lin[8].weight, ref_w) and torch.equal(lin[0].weight, model[0].weight)
     small, report = tnconv.truncate_model(model, cut="out|in,kh,kw", keep=0.5,
                                           layers=["0", "2", "3", "4"])
     for k, v in model.state_dict().items():
@@ -145,6 +148,38 @@ def test_truncate_model_sequence_of_cuts_reports_combined_error():
     assert row["rel_error"] == pytest.approx(ref, rel=1e-10)
     assert row["rel_error"] > max(r1.rel_error, r2.rel_error) * 0.999
     assert row["norm_loss"] == pytest.approx(1 - float(w2.double().norm() / w.double().norm()))
+
+
+def test_truncate_model_per_layer_cutoff_with_one_cutoff_mode():
+    # cutoff_mode goes with the layers that have a cutoff; the others use their own criteria
+    model = _mixed_model()
+    _, report = tnconv.truncate_model(model, cut="out|in,kh,kw", layers=["0", "2"],
+                                      cutoff={"2": 0.5}, cutoff_mode="rel", keep=0.5)
+    s = tnconv.spectrum(model[2].weight.detach(), "out|in,kh,kw")
+    assert report[0]["rank"] == 4 and report[0].get("cutoff_mode") is None
+    assert report[1]["rank"] == min(4, int((s > 0.5 * s[0]).sum()))
+    with pytest.raises(ValueError, match="without cutoff"):  # no cutoff anywhere: still an error
+        tnconv.truncate_model(model, cut="out|in,kh,kw", layers="0", cutoff_mode="rel")
+
+
+@pytest.mark.parametrize("kwargs", [dict(keep={"layer9": 0.5}),
+                                    dict(keep=0.5, cut={"0": "out|in,kh,kw", "9*": "out|in"}),
+                                    dict(max_bond={"8": 2})])  # Linear, not a candidate
+def test_truncate_model_mapping_pattern_matching_no_layer(kwargs):
+    kwargs.setdefault("cut", "out|in,kh,kw")
+    with pytest.raises(ValueError, match="matches no layer"):
+        tnconv.truncate_model(_mixed_model(), layers=["0", "2"], **kwargs)
+
+
+def test_layer_predicates_see_the_given_model():
+    model = _mixed_model()
+    _, report = tnconv.truncate_model(model, cut="out|in,kh,kw", keep=0.5,
+                                      layers=lambda _, m: m is model[2])
+    assert [r["layer"] for r in report] == ["2"]
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 5, (8,))
+    rows = tnconv.sweep(model, (x, y), cuts=["out|in,kh,kw"], levels=[0.5], progress=False,
+                        layers=lambda _, m: m is model[4])
+    assert [r["layer"] for r in rows] == ["4"]
 
 
 def test_truncate_model_inplace_and_predicate():
@@ -364,6 +399,22 @@ def test_sweep_criteria_and_argument_errors():
     for kw in bad:
         with pytest.raises((ValueError, TypeError)):
             tnconv.sweep(model, data, progress=False, **kw)
+
+
+def test_sweep_integer_labels_of_any_dtype():
+    model, (x, y) = _tiny_cnn(), _data(32)
+    kw = dict(cuts=["out|in,kh,kw"], levels=[0.5], layers="block2.conv", progress=False)
+    ref = tnconv.sweep(model, (x, y), **kw)
+    assert tnconv.sweep(model, (x, y.int()), **kw) == ref
+    with pytest.raises(TypeError, match="labels"):
+        tnconv.sweep(model, (x, y.float()), **kw)
+
+
+def test_sweep_duplicate_cuts_rejected():
+    model, data = _tiny_cnn(), _data(32)
+    with pytest.raises(ValueError, match="distinct"):
+        tnconv.sweep(model, data, cuts=["out|in,kh,kw", "out | in,kh,kw"], levels=[0.5],
+                     layers="block1.conv", progress=False)
 
 
 def test_projector_keeps_rank():

@@ -58,3 +58,28 @@ def test_retrain_arguments(trained):
         tnconv.retrain(model, train, epochs=1, keep_truncation=True, progress=False)
     with pytest.raises(ValueError, match="epochs"):
         tnconv.retrain(model, train, epochs=0, progress=False)
+
+
+def _synthetic():
+    from tnconv.data import ImageDataset
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 1, 16, 16, generator=g), torch.randint(0, 4, (64,), generator=g)
+    torch.manual_seed(0)
+    return tnconv.cnn4(4, 1, widths=(4, 6, 8, 8)), ImageDataset(x, y, "mnist", "train")
+
+
+def test_retrain_keeps_every_truncation_applied_to_the_model():
+    # truncating one layer, then another on the result: retraining keeps both compressed
+    torch.set_num_threads(1)
+    model, train = _synthetic()
+    cut = "out|in,kh,kw"
+    small, _ = tnconv.truncate_model(model, cut=cut, max_bond=1, layers="block2.conv")
+    small, _ = tnconv.truncate_model(small, cut=cut, max_bond=1, layers="block3.conv")
+    out, _ = tnconv.retrain(small, train, epochs=1, keep_truncation=True, lr=0.5,
+                            batch_size=32, progress=False, device="auto")
+    for name in ("block2.conv", "block3.conv"):
+        s = tnconv.spectrum(out.get_submodule(name).weight.detach(), cut)
+        assert float(s[1] / s[0]) < 1e-5, name
+    s = tnconv.spectrum(out.block4.conv.weight.detach(), cut)
+    assert float(s[1] / s[0]) > 1e-3  # the untruncated layer is free

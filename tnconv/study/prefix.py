@@ -58,6 +58,8 @@ def as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
                         f"(images, labels) of tensors, got {type(data).__name__}")
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise TypeError("data's images and labels must be torch tensors")
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise TypeError(f"labels must be integer class indices, got dtype {y.dtype}")
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"need as many labels as images (and at least one), got {len(x)} "
                          f"images and {len(y)} labels")
@@ -150,7 +152,7 @@ class PrefixRunner:
         self.device = torch.device(device)
         x, y = as_tensors(data)
         self.x = x.to(self.device)
-        self.y = y.to(self.device)
+        self.y = y.to(self.device, torch.long)  # cross_entropy wants int64 class indices
         self.n = len(self.y)
         self.batch_size = batch_size
         self.amp = bool(amp) and self.device.type == "cuda"

@@ -107,8 +107,10 @@ class Projector:
             steps = []
             for c, r in zip(cuts, ranks):
                 steps.append(_CutProjection(w, c, int(r), projection))
-            self.steps[name] = steps
-            self.names.append(name)
+            if name not in self.steps:
+                self.names.append(name)
+            # a layer truncated again later: its projections follow in the same order
+            self.steps.setdefault(name, []).extend(steps)
 
     @torch.no_grad()
     def __call__(self, model: nn.Module) -> None:
@@ -150,7 +152,8 @@ def retrain(
         retrained model stays compressed (module docstring).
     truncation
         Which kernels and ranks to keep: the report of :func:`tnconv.truncate_model`. Default:
-        the report that ``truncate_model`` attached to the model it returned.
+        the rows that ``truncate_model`` attached to the model it returned (those of every
+        truncation applied to it, in order).
     projection
         ``"svd"`` (best rank-r kernel each step) or ``"subspace"`` (fixed singular vectors).
     eval_data
@@ -182,7 +185,7 @@ def retrain(
     >>> [round(r["accuracy"], 3) for r in curve]  # doctest: +SKIP
     [0.412, 0.887, 0.902]
     """
-    from ..train import evaluate, fit
+    from ..train import evaluate, fit, resolve_device
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -195,6 +198,7 @@ def retrain(
                          "truncation=report from tnconv.truncate_model, or a model it returned")
     target = model if inplace else copy.deepcopy(model)
     if device is not None:
+        device = resolve_device(device)  # "auto" as in fit; the projections live there too
         target.to(device)
     step = Projector(target, truncation, projection=projection) if keep_truncation else None
     fit_options.setdefault("lr", 0.02)

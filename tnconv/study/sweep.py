@@ -89,6 +89,8 @@ def _layer_cuts(name: str, weight: torch.Tensor, cuts: str | Sequence[str]) -> l
         except ValueError as exc:
             raise ValueError(f"cut {c!r} does not fit layer {name!r} with legs {legs}: {exc}"
                              ) from exc
+    if len(set(out)) != len(out):  # the same cut twice would give the same rows twice
+        raise ValueError(f"cuts must be distinct, got {list(cuts)} (as {out})")
     return out
 
 
@@ -185,8 +187,8 @@ def sweep(
     amp
         bf16 autocast; default on for CUDA, off on CPU.
     cache_bytes
-        Largest activation cache kept on the device (bytes); default: no limit on CUDA up to
-        a quarter of the device memory, no limit on CPU.
+        Largest activation cache kept on the device (bytes); default: a quarter of the
+        device memory on CUDA, no limit on CPU.
     use_prefix
         Evaluate only the stages after the truncated layer (``False``: the full model each time).
     reuse_svd
@@ -236,7 +238,9 @@ def sweep(
         p.requires_grad_(False)
     index = {n: i for i, (n, _) in enumerate(select_layers(work, None,
                                                             include_linear=include_linear))}
-    chosen = select_layers(work, layers, include_linear=include_linear)
+    # select on the given model (a predicate may compare modules), work on the copy
+    chosen = [(n, work.get_submodule(n))
+              for n, _ in select_layers(model, layers, include_linear=include_linear)]
     layer_cuts = {n: _layer_cuts(n, m.weight, cuts) for n, m in chosen}
     runner = PrefixRunner(work, data, batch_size=batch_size, device=device, amp=amp,
                           cache_bytes=cache_bytes, use_prefix=use_prefix)

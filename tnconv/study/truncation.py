@@ -15,7 +15,9 @@ Per-layer settings
 ------------------
 ``cut`` and every criterion may be one value for all layers or a mapping from a name pattern to
 a value; a layer takes the value of the first pattern that matches it (exact names first),
-and a criterion no pattern matches is not applied to that layer.
+and a criterion no pattern matches is not applied to that layer (a pattern that matches no
+candidate layer at all raises ``ValueError``: it is a typo). A single ``cutoff_mode`` goes with
+the layers that have a ``cutoff``.
 
 Several cuts in sequence
 ------------------------
@@ -50,7 +52,8 @@ __all__ = ["truncate_model", "kernel_layers", "select_layers", "per_layer", "Lay
 LayerSpec = None | str | Sequence[str] | Callable[[str, nn.Module], bool]
 
 _CRITERIA = ("max_bond", "keep", "max_error", "cutoff", "cutoff_mode")
-#: Attribute of a model returned by truncate_model that holds its report (read by retrain).
+#: Attribute of a model returned by truncate_model that holds the report rows of every
+#: truncation applied to it, in order (read by retrain).
 REPORT_ATTR = "_tnconv_truncation"
 
 
@@ -220,11 +223,16 @@ def truncate_model(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     given = dict(zip(_CRITERIA, (max_bond, keep, max_error, cutoff, cutoff_mode)))
+    _check_patterns(model, {"cut": cut, **given}, include_linear)
     target = model if inplace else copy.deepcopy(model)
-    chosen = select_layers(target, layers, include_linear=include_linear)
+    # select on the given model (a predicate may compare modules), act on the target
+    chosen = [(n, target.get_submodule(n))
+              for n, _ in select_layers(model, layers, include_linear=include_linear)]
     plan = []
     for name, module in chosen:  # validate everything before touching any weight
         crit = {k: per_layer(v, name) for k, v in given.items()}
+        if crit["cutoff"] is None and isinstance(cutoff, Mapping):
+            crit["cutoff_mode"] = None  # the mode goes with the layers that have a cutoff
         crit = criteria_from({k: v for k, v in crit.items() if v is not None})
         cuts = _as_cuts(per_layer(cut, name), name)
         legs = kernel_legs(module.weight)
@@ -242,8 +250,26 @@ def truncate_model(
         with torch.no_grad():
             module.weight.copy_(w_t)
         rows.append({"layer": name, "kind": type(module).__name__, **row, **crit})
-    setattr(target, REPORT_ATTR, Records(rows))
+    # keep the rows of earlier truncations of this model: retrain keeps them all
+    setattr(target, REPORT_ATTR, Records([*(getattr(target, REPORT_ATTR, None) or []), *rows]))
     return target, rows
+
+
+def _check_patterns(model: nn.Module, settings: Mapping[str, Any], include_linear: bool) -> None:
+    """Every pattern of a per-layer mapping must match some candidate layer (else: a typo)."""
+    names = None
+    for key, value in settings.items():
+        if not isinstance(value, Mapping):
+            continue
+        if names is None:
+            names = [n for n, _ in kernel_layers(model, include_linear=include_linear)]
+        for p in value:
+            if not isinstance(p, str):
+                raise TypeError(f"{key}: layer patterns must be str, got {p!r}")
+            if not any(_match(n, p) for n in names):
+                raise ValueError(f"{key}: layer pattern {p!r} matches no layer; layers: "
+                                 f"{', '.join(names)}" + ("" if include_linear else
+                                 " (Linear layers need include_linear=True)"))
 
 
 def combined_errors(weights: Sequence[torch.Tensor], truncated: Sequence[torch.Tensor]
