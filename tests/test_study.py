@@ -278,6 +278,25 @@ def test_prefix_runner_cache_budget_falls_back():
 LEVELS = (1.0, 0.5, 0.25, 0.1)
 
 
+def test_sweep_refuses_to_resume_rows_of_another_sweep(tmp_path):
+    model, data = _tiny_cnn(), _data()
+    kw = dict(cuts=["out|in,kh,kw"], levels=(1.0, 0.25), batch_size=32, progress=False)
+    out = tmp_path / "all.csv"
+    tnconv.sweep(model, data, mode="all", layers=["block2.conv", "block3.conv"], out=out, **kw)
+    with pytest.raises(ValueError, match="over 2 layers, this sweep selects 1"):
+        tnconv.sweep(model, data, mode="all", layers=["block2.conv"], out=out, **kw)
+    other = _tiny_cnn()
+    with torch.no_grad():
+        other.classifier.fc.weight.mul_(-1)  # another model: another baseline
+    with pytest.raises(ValueError, match="holds rows of another sweep"):
+        tnconv.sweep(other, data, mode="all", layers=["block2.conv", "block3.conv"], out=out,
+                     **kw)
+    # the same sweep resumes (nothing left to do)
+    again = tnconv.sweep(model, data, mode="all", layers=["block2.conv", "block3.conv"],
+                         out=out, **kw)
+    assert again.info["rows_new"] == 0 and len(again) == 2
+
+
 def _brute_force_single(model, data, cuts, levels, batch_size):
     rows = []
     for name, _ in tnconv.conv_layers(model):

@@ -70,6 +70,27 @@ def _key(row: dict[str, Any]) -> tuple:
     return (row["mode"], str(row["layer"]), row["cut"], row["criterion"], float(row["level"]))
 
 
+def _check_resumable(rows: Sequence[dict[str, Any]], out: Any, baseline: dict[str, float],
+                     mode: str, n_layers: int) -> None:
+    """Rows read from ``out`` must come from the same sweep (model, data, layer selection).
+
+    Resuming skips every row whose key is already there, so rows of another sweep would be
+    silently mixed in. The checks: the stored baseline accuracy equals this run's (within one
+    image), and in ``mode="all"`` the stored rows truncated as many layers as this run does.
+    """
+    tol = 1.5 / max(int(baseline.get("n", 1)), 1)
+    for r in rows:
+        if abs(float(r["baseline_accuracy"]) - baseline["accuracy"]) > tol:
+            raise ValueError(
+                f"{out} holds rows of another sweep (baseline accuracy "
+                f"{float(r['baseline_accuracy']):.4f}, this model and data give "
+                f"{baseline['accuracy']:.4f}); pass another out= or delete the file")
+        if mode == "all" and r["mode"] == "all" and int(r["n_layers"]) != n_layers:
+            raise ValueError(
+                f"{out} holds all-layer rows over {int(r['n_layers'])} layers, this sweep "
+                f"selects {n_layers}; pass another out= or delete the file")
+
+
 def _matrix_key(weight: torch.Tensor, cut: str) -> tuple[frozenset[str], frozenset[str]]:
     """Cuts with the same key give the same matrix (legs of size 1 do not matter)."""
     legs = kernel_legs(weight)
@@ -253,6 +274,8 @@ def sweep(
     baseline = runner.evaluate()
     info["evaluations"] += 1
     base = {"baseline_accuracy": baseline["accuracy"], "baseline_loss": baseline["loss"]}
+    if rows:
+        _check_resumable(rows, out, baseline, mode, len(chosen))
 
     def emit(row: dict[str, Any]) -> None:
         row = {f: row.get(f) for f in SWEEP_FIELDS}
