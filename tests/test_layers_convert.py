@@ -203,3 +203,27 @@ def test_recompress_keeps_mode_and_frozen_cores():
     recompress(layer, 1e-3)
     assert not any(m.training for m in layer.modules())
     assert not any(p.requires_grad for p in layer.parameters())
+
+
+class _StdConv2d(nn.Conv2d):
+    """Weight-standardised convolution (as in timm): more than F.conv2d of its weight."""
+
+    def forward(self, x):
+        w = self.weight
+        w = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / (w.std(dim=(1, 2, 3), keepdim=True) + 1e-5)
+        return nn.functional.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+class _PlainSubclass(nn.Conv2d):
+    """A subclass that only adds an attribute: still a plain convolution."""
+
+
+def test_tensorize_leaves_conv_subclasses_with_their_own_forward():
+    torch.manual_seed(0)
+    net = nn.Sequential(_StdConv2d(3, 8, 3, padding=1), nn.ReLU(), _PlainSubclass(8, 8, 3))
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.warns(UserWarning, match="subclass layer"):
+        new, report = tnconv.tensorize(net, kind="mps")
+    assert report.skipped == ["0"] and [r.name for r in report.layers] == ["2"]
+    assert type(new[0]) is _StdConv2d and type(new[2]).__name__ == "MPSConv2d"
+    torch.testing.assert_close(new(x), net(x), rtol=1e-4, atol=1e-5)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,12 +64,16 @@ class TensorizeReport:
         One :class:`LayerReport` per replaced convolution, in module order.
     model_params_before, model_params_after
         Parameters of the whole model before and after.
+    skipped
+        Selected ``nn.Conv2d`` subclasses left as they were, because their own ``forward``
+        (weight standardisation, dynamic "same" padding, ...) is more than ``F.conv2d``.
     """
 
     kind: str
     layers: list[LayerReport] = field(default_factory=list)
     model_params_before: int = 0
     model_params_after: int = 0
+    skipped: list[str] = field(default_factory=list)
 
     @property
     def params_before(self) -> int:
@@ -124,6 +129,13 @@ def _selector(layers: LayerSelector) -> Callable[[str, nn.Module], bool]:
     return lambda name, module: any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
+def _plain_conv(module: nn.Module) -> bool:
+    """Whether ``module`` computes exactly ``nn.Conv2d``'s convolution of its weight."""
+    kind = type(module)
+    return (kind.forward is nn.Conv2d.forward
+            and kind._conv_forward is nn.Conv2d._conv_forward)  # type: ignore[attr-defined]
+
+
 def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
@@ -157,7 +169,9 @@ def tensorize(
         Which ``nn.Conv2d`` modules to replace: ``None`` (default) for every ``nn.Conv2d``,
         1x1 ones included (they hold most of a ResNet-50's weights); a name pattern such as
         ``"layer4.*"`` or a list of them (``fnmatch`` on the qualified module name); or a
-        predicate ``(name, module) -> bool``. Only ``nn.Conv2d`` modules are ever replaced.
+        predicate ``(name, module) -> bool``. Only ``nn.Conv2d`` modules are ever replaced;
+        subclasses with their own ``forward`` are left as they are, with a warning, and listed
+        in ``report.skipped``.
     inplace
         Modify ``model`` itself instead of a copy.
     **criteria
@@ -199,9 +213,15 @@ def tensorize(
         names = ", ".join(n for n, _ in convs[:8]) + (", ..." if len(convs) > 8 else "")
         raise ValueError(f"layers={layers!r} matches no nn.Conv2d; the convolutions are: "
                          f"{names or '(none)'}")
+    skipped = [n for n, m in chosen if not _plain_conv(m)]
+    if skipped:
+        warnings.warn(f"tensorize leaves {len(skipped)} nn.Conv2d subclass layer(s) with their "
+                      f"own forward as they are: {', '.join(skipped[:8])}"
+                      + (", ..." if len(skipped) > 8 else ""), stacklevel=2)
+        chosen = [(n, m) for n, m in chosen if _plain_conv(m)]
     before = _count(model)
     target = model if inplace else copy.deepcopy(model)
-    report = TensorizeReport(kind=kind, model_params_before=before)
+    report = TensorizeReport(kind=kind, model_params_before=before, skipped=skipped)
     for name, _ in chosen:
         conv = target.get_submodule(name)
         new = cls.from_conv(conv, **criteria)  # type: ignore[attr-defined]
