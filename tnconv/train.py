@@ -362,7 +362,8 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     history: list[dict[str, float]] = []
 
-    devices = [dev.index or 0] if dev.type == "cuda" else []
+    # torch.manual_seed seeds every CUDA device too: restore all of them afterwards
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for epoch in range(1, epochs + 1):
