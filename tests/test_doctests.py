@@ -1,4 +1,4 @@
-"""The docstring examples of the core modules run and print what they say."""
+"""The docstring examples of every module run and print what they say."""
 
 import doctest
 import importlib
@@ -6,9 +6,14 @@ import importlib
 import pytest
 
 CORE = ["legs", "cuts", "network", "spectra", "truncate", "mps", "contract", "atlas"]
+REST = ["models", "data", "train", "cli",
+        "layers.base", "layers.mps", "layers.tucker", "layers.cp", "layers.convert",
+        "layers.monitor",
+        "study.truncation", "study.prefix", "study.sweep", "study.records", "study.retrain",
+        "study.report", "study.plots", "study.experiment"]
 
 
-@pytest.mark.parametrize("name", CORE)
+@pytest.mark.parametrize("name", CORE + REST)
 def test_docstring_examples(name):
     module = importlib.import_module(f"tnconv.{name}")
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
