@@ -49,6 +49,8 @@ def main() -> int:
     import tnconv
     from tnconv.spectra import matricize
 
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("--device cuda asked for, but CUDA is not available")
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = torchvision.models.resnet50().to(device).eval()

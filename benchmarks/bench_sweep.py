@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="JSON file (default benchmarks/results/bench_sweep_<dev>.json)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda asked for, but CUDA is not available")
     threads = args.threads or (CPU_THREADS if device.type == "cpu" else None)
     if threads:
         torch.set_num_threads(threads)

@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default results/)")
     args = parser.parse_args(argv)
 
+    if str(args.device).startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("--device cuda asked for, but CUDA is not available")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
