@@ -82,6 +82,11 @@ class MPSConv2d(_FactorizedConv2d):
         :attr:`tnconv.KernelMPS.arrays`.
     sites, inds, bond_dims
         Legs of each site, index names of each core, bond dimensions.
+    bond_spectra, rel_error
+        Diagnostics of the last decomposition (``from_conv`` or :meth:`recompress`): the
+        singular values at every bond before truncation (on the device of that moment) and the
+        relative error against the kernel then factored. Training and ``load_state_dict`` do
+        not update them; :func:`tnconv.layers.bond_entropies` reads the current cores.
 
     Examples
     --------
