@@ -10,15 +10,14 @@ into a plain ``nn.Conv2d``.
 from __future__ import annotations
 
 import copy
-import fnmatch
 import warnings
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..atlas import LayerSpec, select_layers
 from .base import _FactorizedConv2d
 from .cp import CPConv2d
 from .mps import MPSConv2d
@@ -33,8 +32,9 @@ KINDS: dict[str, type[_FactorizedConv2d]] = {
     "cp": CPConv2d,
 }
 
-#: What ``layers=`` accepts: None, a name pattern, patterns, or a predicate ``(name, module)``.
-LayerSelector = None | str | Sequence[str] | Callable[[str, nn.Module], bool]
+#: What ``layers=`` accepts: None, a name pattern, patterns, or a predicate ``(name, module)``
+#: (the selection of :func:`tnconv.atlas.select_layers`).
+LayerSelector = LayerSpec
 
 
 @dataclass(frozen=True)
@@ -116,20 +116,6 @@ class TensorizeReport:
         return "\n".join(lines)
 
 
-def _selector(layers: LayerSelector) -> Callable[[str, nn.Module], bool]:
-    if layers is None:
-        return lambda name, module: True
-    if callable(layers):
-        return layers  # type: ignore[return-value]
-    patterns = [layers] if isinstance(layers, str) else list(layers)
-    if not patterns or not all(isinstance(p, str) for p in patterns):
-        raise TypeError(
-            "layers must be None, a name pattern, a sequence of name patterns or a predicate "
-            f"(name, module) -> bool, got {layers!r}"
-        )
-    return lambda name, module: any(fnmatch.fnmatchcase(name, p) for p in patterns)
-
-
 def _plain_conv(module: nn.Module) -> bool:
     """Whether ``module`` computes exactly ``nn.Conv2d``'s convolution of its weight."""
     kind = type(module)
@@ -171,9 +157,10 @@ def tensorize(
         Which ``nn.Conv2d`` modules to replace: ``None`` (default) for every ``nn.Conv2d``,
         1x1 ones included (they hold most of a ResNet-50's weights); a name pattern such as
         ``"layer4.*"`` or a list of them (``fnmatch`` on the qualified module name); or a
-        predicate ``(name, module) -> bool``. Only ``nn.Conv2d`` modules are ever replaced;
-        subclasses with their own ``forward`` are left as they are, with a warning, and listed
-        in ``report.skipped``.
+        predicate ``(name, module) -> bool`` (:func:`tnconv.atlas.select_layers`: a pattern
+        that matches no ``nn.Conv2d``, or a selection of none, raises ``ValueError``). Only
+        ``nn.Conv2d`` modules are ever replaced; subclasses with their own ``forward`` are left
+        as they are, with a warning, and listed in ``report.skipped``.
     inplace
         Modify ``model`` itself instead of a copy.
     progress
@@ -210,14 +197,8 @@ def tensorize(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; valid: {', '.join(KINDS)}")
-    select = _selector(layers)
     cls = KINDS[kind]
-    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    chosen = [(n, m) for n, m in convs if select(n, m)]
-    if layers is not None and not callable(layers) and not chosen:
-        names = ", ".join(n for n, _ in convs[:8]) + (", ..." if len(convs) > 8 else "")
-        raise ValueError(f"layers={layers!r} matches no nn.Conv2d; the convolutions are: "
-                         f"{names or '(none)'}")
+    chosen = select_layers(model, layers, types=(nn.Conv2d,))
     skipped = [n for n, m in chosen if not _plain_conv(m)]
     if skipped:
         warnings.warn(f"tensorize leaves {len(skipped)} nn.Conv2d subclass layer(s) with their "

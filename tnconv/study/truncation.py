@@ -34,84 +34,24 @@ from __future__ import annotations
 import copy
 import fnmatch
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..atlas import conv_layers
+from ..atlas import LayerSpec, select_layers
 from ..cuts import parse_cut
 from ..legs import kernel_legs
 from ..truncate import CutSVD, criteria_from
 from .records import Records
 
-__all__ = ["truncate_model", "kernel_layers", "select_layers", "per_layer", "LayerSpec"]
-
-#: What ``layers=`` accepts.
-LayerSpec = None | str | Sequence[str] | Callable[[str, nn.Module], bool]
+__all__ = ["truncate_model", "per_layer", "select_layers", "LayerSpec"]
 
 _CRITERIA = ("max_bond", "keep", "max_error", "cutoff", "cutoff_mode")
 #: Attribute of a model returned by truncate_model that holds the report rows of every
 #: truncation applied to it, in order (read by retrain).
 REPORT_ATTR = "_tnconv_truncation"
-
-
-def kernel_layers(model: nn.Module, *, include_linear: bool = False
-                  ) -> Iterator[tuple[str, nn.Module]]:
-    """The layers whose kernels tnconv can cut: convolutions, and Linear layers when asked.
-
-    Examples
-    --------
-    >>> m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4, 2))
-    >>> [n for n, _ in kernel_layers(m)], [n for n, _ in kernel_layers(m, include_linear=True)]
-    (['0'], ['0', '2'])
-    """
-    for name, module in conv_layers(model, include_linear=include_linear):
-        if getattr(module, "weight", None) is not None:
-            yield name, module
-
-
-def _match(name: str, pattern: str) -> bool:
-    return name == pattern or fnmatch.fnmatchcase(name, pattern)
-
-
-def select_layers(
-    model: nn.Module, layers: LayerSpec = None, *, include_linear: bool = False
-) -> list[tuple[str, nn.Module]]:
-    """The ``(name, module)`` pairs chosen by ``layers`` (see the module docstring).
-
-    Raises
-    ------
-    ValueError
-        A pattern that matches no candidate layer (the message lists the candidates), or no
-        layer selected at all.
-
-    Examples
-    --------
-    >>> m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3))
-    >>> [n for n, _ in select_layers(m, "1")], [n for n, _ in select_layers(m, ["*"])]
-    (['1'], ['0', '1'])
-    """
-    candidates = list(kernel_layers(model, include_linear=include_linear))
-    names = [n for n, _ in candidates]
-    if layers is None:
-        chosen = candidates
-    elif callable(layers):
-        chosen = [(n, m) for n, m in candidates if layers(n, m)]
-    else:
-        patterns = [layers] if isinstance(layers, str) else list(layers)
-        for p in patterns:
-            if not isinstance(p, str):
-                raise TypeError(f"layer patterns must be str, got {p!r}")
-            if not any(_match(n, p) for n in names):
-                raise ValueError(f"layer pattern {p!r} matches no layer; layers: {', '.join(names)}"
-                                 + ("" if include_linear else " (Linear layers need "
-                                    "include_linear=True)"))
-        chosen = [(n, m) for n, m in candidates if any(_match(n, p) for p in patterns)]
-    if not chosen:
-        raise ValueError(f"no layer selected by layers={layers!r}; layers: {', '.join(names)}")
-    return chosen
 
 
 def per_layer(value: Any, name: str) -> Any:
@@ -257,19 +197,12 @@ def truncate_model(
 
 def _check_patterns(model: nn.Module, settings: Mapping[str, Any], include_linear: bool) -> None:
     """Every pattern of a per-layer mapping must match some candidate layer (else: a typo)."""
-    names = None
     for key, value in settings.items():
-        if not isinstance(value, Mapping):
-            continue
-        if names is None:
-            names = [n for n, _ in kernel_layers(model, include_linear=include_linear)]
-        for p in value:
-            if not isinstance(p, str):
-                raise TypeError(f"{key}: layer patterns must be str, got {p!r}")
-            if not any(_match(n, p) for n in names):
-                raise ValueError(f"{key}: layer pattern {p!r} matches no layer; layers: "
-                                 f"{', '.join(names)}" + ("" if include_linear else
-                                 " (Linear layers need include_linear=True)"))
+        if isinstance(value, Mapping):
+            try:
+                select_layers(model, list(value), include_linear=include_linear)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"{key}: {exc}") from None
 
 
 def combined_errors(weights: Sequence[torch.Tensor], truncated: Sequence[torch.Tensor]
