@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import ImageDataset, canonical_name, load_dataset
+from .data import ImageDataset, as_tensors, canonical_name, load_dataset
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -132,9 +132,8 @@ def _iter_batches(data: Any, batch_size: int, device: torch.device
     if (isinstance(data, (tuple, list)) and len(data) == 2
             and all(isinstance(t, torch.Tensor) for t in data) and data[0].dim() == 4):
         # one (images N x C x H x W, labels N) pair, as tnconv.sweep accepts it
-        images, labels = data
-        if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        images, labels = as_tensors(data)
+        labels = labels.long()
         for i in range(0, len(images), batch_size):
             yield (images[i:i + batch_size].to(device, non_blocking=non_blocking),
                    labels[i:i + batch_size].to(device, non_blocking=non_blocking))

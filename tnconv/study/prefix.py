@@ -34,36 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PrefixRunner", "model_stages", "as_tensors", "Metrics"]
+from ..data import as_tensors
+
+__all__ = ["PrefixRunner", "model_stages", "Metrics"]
 
 #: Accuracy, mean loss and count of one evaluation.
 Metrics = dict[str, float]
-
-
-def as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(images, labels)`` from an ImageDataset-like object or a pair of tensors.
-
-    Examples
-    --------
-    >>> x, y = as_tensors((torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long)))
-    >>> x.shape[0], y.dtype
-    (2, torch.int64)
-    """
-    if hasattr(data, "images") and hasattr(data, "labels"):
-        x, y = data.images, data.labels
-    elif isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = data
-    else:
-        raise TypeError("data must be an ImageDataset (with .images and .labels) or a pair "
-                        f"(images, labels) of tensors, got {type(data).__name__}")
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise TypeError("data's images and labels must be torch tensors")
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise TypeError(f"labels must be integer class indices, got dtype {y.dtype}")
-    if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"need as many labels as images (and at least one), got {len(x)} "
-                         f"images and {len(y)} labels")
-    return x, y
 
 
 def _open_up(module: nn.Module, prefix: str) -> list[tuple[str, nn.Module]]:
