@@ -325,7 +325,8 @@ def _metrics_row(metrics: dict[str, float], base: dict[str, float]) -> dict[str,
 def _run_single(todo: list, runner: PrefixRunner, criterion: str, reuse_svd: bool,
                 index: dict[str, int], base: dict[str, float], info: dict[str, Any],
                 emit: Callable[[dict[str, Any]], None]) -> None:
-    stage = {n: runner.stage_of(m) for n, m, _, _ in todo}
+    modules = {n: m for n, m, _, _ in todo}  # one entry per layer, not per (cut, level) row
+    stage = {n: runner.stage_of(m) for n, m in modules.items()}
     # group by block (stable: model order inside a block) so each cache serves all its layers
     order = sorted(range(len(todo)), key=lambda i: (stage[todo[i][0]] is None,
                                                     stage[todo[i][0]] or 0, i))
