@@ -4,6 +4,7 @@
 # Two parts:
 #   benchmarks/gpu_checks.sh prepare   # HERE (with internet to PyPI): wheels + data into .gpu/
 #   benchmarks/gpu_checks.sh run       # THERE, from the repository root, results under $OUT
+#   benchmarks/gpu_checks.sh run sweep study   # THERE, a rerun of some steps on the warm machine
 #
 # The device image has torch, torchvision, numpy, scipy, numba, pandas, matplotlib, tqdm,
 # opt_einsum and pytest, but not quimb, cotengra, autoray or cytoolz, and no network: `prepare`
@@ -38,8 +39,14 @@ prepare() {
     du -sh .gpu
 }
 
+want() {  # want NAME: true when no steps were named or NAME is among them
+    [ ${#STEPS[@]} -eq 0 ] && return 0
+    local s; for s in "${STEPS[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1
+}
+
 step() {  # step NAME SECONDS COMMAND...
     local name=$1 limit=$2; shift 2
+    want "$name" || return 0
     echo "== $name (limit ${limit}s): $*"
     local t0=$SECONDS
     timeout "$limit" "$@" > "$RES/$name.log" 2>&1
@@ -50,29 +57,31 @@ step() {  # step NAME SECONDS COMMAND...
 
 run() {
     : "${OUT:?set OUT to the results folder}"
-    RES=/tmp/gpu; mkdir -p "$RES"
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .gpu/whl/*.whl || exit 1
+    STEPS=("$@")
+    RES=/tmp/gpu; mkdir -p "$RES"   # kept on a warm machine: a rerun adds to the same results
+    [ -d /tmp/site/quimb ] || python3 -m pip install -q --no-index --no-deps --no-compile \
+        --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl || exit 1
     export PYTHONPATH="$PWD:/tmp/site" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
     export NUMBA_CACHE_DIR=/tmp/numba TNCONV_DATA="$PWD/.gpu/data" TNCONV_CACHE=/tmp/tnconv-cache
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$RES/card.txt"
-    python3 -c "import torch, tnconv; print(torch.__version__, tnconv.__version__)"
+    python3 -c "import torch, tnconv, quimb; print(torch.__version__, tnconv.__version__)"
     local R=benchmarks/results
-    step tests 90 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_mps.py \
+    # limits sum to ~560 s: the device lends 15 minutes a session, start and a rerun included
+    step tests 70 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_mps.py \
         tests/test_truncate.py
-    step spectra 60 python3 benchmarks/bench_spectra.py --device cuda --out "$RES/bench_spectra-cuda.json"
-    step train 300 python3 benchmarks/bench_train.py --model resnet50 --dataset fashion-mnist \
+    step spectra 45 python3 benchmarks/bench_spectra.py --device cuda --out "$RES/bench_spectra-cuda.json"
+    step train 240 python3 benchmarks/bench_train.py --model resnet50 --dataset fashion-mnist \
         --device cuda --save --no-progress --out "$RES/resnet50-fashion-mnist-cuda.json"
-    step layers 90 python3 benchmarks/bench_layers.py --device cuda --out "$RES/bench_layers_cuda.json"
-    step sweep 150 python3 benchmarks/bench_sweep.py --device cuda --full --no-naive \
+    step layers 60 python3 benchmarks/bench_layers.py --device cuda --out "$RES/bench_layers_cuda.json"
+    step sweep 120 python3 benchmarks/bench_sweep.py --device cuda --full --no-naive \
         --out "$RES/bench_sweep_cuda_full.json"
-    step study 240 python3 examples/resnet_cuts.py --full --no-progress --out "$RES/run"
+    step study 300 python3 examples/resnet_cuts.py --full --no-progress --out "$RES/run"
     ls -R "$RES" | head -40
     echo "unpack gpu_results.tar.gz; copy its JSON files to $R/ and run/summary.md + PNGs to docs/results/"
 }
 
 case "${1:-}" in
     prepare) prepare ;;
-    run) run ;;
-    *) echo "usage: $0 prepare|run" >&2; exit 2 ;;
+    run) shift; run "$@" ;;
+    *) echo "usage: $0 prepare|run [STEP...]" >&2; exit 2 ;;
 esac

@@ -14,6 +14,16 @@ import tnconv
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
+@pytest.fixture(autouse=True)
+def _no_tf32():
+    """Exact float32 on the GPU: PyTorch lets cuDNN convolutions use TF32 by default (10-bit
+    mantissa), which moved a factored MPS layer 7e-4 away from ``nn.Conv2d`` on an H200."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 def _kernel(*shape: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(0)
     return torch.randn(*shape, generator=g)
