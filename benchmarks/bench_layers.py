@@ -60,11 +60,11 @@ def _resnet50(device: torch.device, stem: str = "cifar") -> nn.Module:
 
 
 def _conv_params(model: nn.Module) -> int:
-    from tnconv.layers.base import _FactorizedConv2d
+    from tnconv.layers import FactorizedConv2d
 
     total = 0
     for m in model.modules():
-        if isinstance(m, (nn.Conv2d, _FactorizedConv2d)) or type(m).__name__ == "FactorizedConv":
+        if isinstance(m, (nn.Conv2d, FactorizedConv2d)) or type(m).__name__ == "FactorizedConv":
             total += sum(p.numel() for p in m.parameters())
     return total
 
@@ -128,10 +128,10 @@ def _variants(dense: nn.Module, include_tltorch: bool) -> tuple[dict[str, nn.Mod
               f"{report.params_before / 1e6:.2f} M -> {report.params_after / 1e6:.2f} M "
               f"({report.ratio:.2f}x)", flush=True)
     # the two forward paths of the MPS layers, forced
-    from tnconv.layers.base import _FactorizedConv2d
+    from tnconv.layers import FactorizedConv2d
 
     for path in ("dense", "factored"):
-        variants[f"mps[path={path}]"] = _with(variants["mps"], "path", path, _FactorizedConv2d)
+        variants[f"mps[path={path}]"] = _with(variants["mps"], "path", path, FactorizedConv2d)
     if include_tltorch:
         try:
             import tensorly

@@ -42,7 +42,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _model(dataset: str, device: torch.device) -> tuple[torch.nn.Module, str]:
-    from tnconv.train import default_checkpoint_path, load_checkpoint
+    from tnconv.checkpoints import default_checkpoint_path, load_checkpoint
 
     path = default_checkpoint_path("resnet50", dataset)
     if path.is_file():

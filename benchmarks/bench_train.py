@@ -15,7 +15,7 @@ command-line options override single entries. The timed region is ``fit`` alone 
 and the final evaluation are timed separately); on CUDA the clock is read after a
 ``torch.cuda.synchronize()``. Results go to ``benchmarks/results/<model>-<dataset>-<device>.json``
 with the command, device, torch version, thread count, times and accuracy. ``--save`` also stores
-the trained model as the default checkpoint (``tnconv.train.default_checkpoint_path``) so that
+the trained model as the default checkpoint (``tnconv.checkpoints.default_checkpoint_path``) so that
 examples reuse it.
 """
 
@@ -34,16 +34,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tnconv.checkpoints import default_checkpoint_path, save_checkpoint  # noqa: E402
 from tnconv.data import load_dataset  # noqa: E402
 from tnconv.models import get_model  # noqa: E402
-from tnconv.train import (  # noqa: E402
-    default_checkpoint_path,
-    evaluate,
-    fit,
-    resolve_device,
-    save_checkpoint,
-    train_config,
-)
+from tnconv.runtime import resolve_device  # noqa: E402
+from tnconv.train import evaluate, fit, train_config  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

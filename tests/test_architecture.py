@@ -20,9 +20,9 @@ import tnconv
 
 PACKAGE = Path(tnconv.__file__).resolve().parent
 FILES = sorted(PACKAGE.rglob("*.py"))
-CORE = ("decomp", "legs", "cuts", "network", "spectra", "truncate", "mps", "tucker", "cp",
-        "contract", "atlas", "modules", "records", "runtime", "_version")
-UPPER = ("layers", "study", "train", "checkpoints", "data", "models", "cli", "registry")
+CORE = ("decomp", "legs", "cuts", "network", "spectra", "truncate", "factors", "mps", "tucker",
+        "cp", "contract", "atlas", "modules", "records", "runtime", "_version")
+UPPER = ("layers", "study", "train", "checkpoints", "data", "models", "cli")
 MAX_FUNCTION_LINES = 80
 MAX_MODULE_LINES = 500
 
@@ -77,7 +77,8 @@ def test_no_long_functions():
 
 
 def test_no_long_modules():
-    long = [(_rel(p), n) for p in FILES if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES]
+    sizes = [(_rel(p), len(p.read_text().splitlines())) for p in FILES]
+    long = [(name, n) for name, n in sizes if n > MAX_MODULE_LINES]
     assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
 
 

@@ -11,6 +11,7 @@ import torch
 
 from tnconv import data as tdata
 from tnconv.data import DATASETS, ImageDataset, canonical_name, data_search_path, load_dataset
+from tnconv.data import sources as tsources
 
 SYSTEM_FMNIST = tdata.SYSTEM_DATA_DIR / "fashion-mnist"
 
@@ -18,7 +19,7 @@ SYSTEM_FMNIST = tdata.SYSTEM_DATA_DIR / "fashion-mnist"
 def _write_idx(folder, split, label, n=3, gz=True):
     """Write tiny MNIST-style IDX files whose labels are all ``label`` (marks the source)."""
     folder.mkdir(parents=True, exist_ok=True)
-    img_stem, lbl_stem = tdata._IDX_FILES[split]
+    img_stem, lbl_stem = tsources._IDX_FILES[split]
     rng = np.random.default_rng(label)
     images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
     img = struct.pack(">BBBBiii", 0, 0, 8, 3, n, 28, 28) + images.tobytes()
@@ -216,3 +217,14 @@ def test_subset_accepts_numpy_integers():
     ds = _toy(50)
     assert len(ds.subset(np.int64(20))) == 20
     assert torch.equal(ds.subset(np.int64(20)).labels, ds.subset(20).labels)
+
+
+def test_datasets_registry_folds_aliases_and_lists_names():
+    assert DATASETS["CIFAR-10"] is DATASETS["cifar10"] and "Fashion_MNIST" in DATASETS
+    assert list(DATASETS) == ["cifar10", "cifar100", "fashion-mnist", "mnist"]
+    assert "svhn" not in DATASETS
+    with pytest.raises(ValueError, match=r"unknown dataset 'svhn'; valid names: cifar10, "
+                                         r"cifar100, fashion-mnist, mnist \(aliases: "):
+        DATASETS["svhn"]
+    with pytest.raises(TypeError, match="must be a str"):
+        canonical_name(10)

@@ -5,11 +5,15 @@ import importlib
 
 import pytest
 
-CORE = ["legs", "cuts", "network", "spectra", "truncate", "mps", "contract", "atlas"]
-REST = ["models", "data", "train", "cli",
-        "layers.base", "layers.mps", "layers.tucker", "layers.cp", "layers.convert",
+CORE = ["decomp", "legs", "cuts", "network", "spectra", "truncate", "factors", "mps", "tucker",
+        "cp", "contract", "modules",
+        "records", "runtime", "registry", "atlas"]
+REST = ["models", "data", "data.catalog", "data.images", "data.sources", "train", "checkpoints",
+        "cli", "study.profiles",
+        "layers.base", "layers.mps_conv2d", "layers.tucker_conv2d", "layers.cp_conv2d",
+        "layers.convert",
         "layers.monitor",
-        "study.truncation", "study.prefix", "study.sweep", "study.records", "study.retrain",
+        "study.model_truncation", "study.prefix", "study.sweep", "study.retrain",
         "study.report", "study.plots", "study.experiment"]
 
 

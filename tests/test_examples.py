@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import os
@@ -46,6 +47,22 @@ def test_help_documents_every_option(script):
                 "--levels", "--layers", "--cuts", "--threads"):
         assert opt in res.stdout
     assert res.stdout.count("(default") >= 3
+
+
+@pytest.mark.parametrize("script,profiles", [("cnn4_cuts.py", "cnn4"),
+                                              ("resnet_cuts.py", "resnet50")])
+def test_examples_are_thin_wrappers(script, profiles):
+    """An example only picks its profile set and calls the package's study command."""
+    source = (ROOT / "examples" / script).read_text()
+    tree = ast.parse(source)
+    body = tree.body[1:]  # after the docstring
+    code = [n for n in body if not isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert sum(n.end_lineno - n.lineno + 1 for n in code) <= 15, "the study belongs in tnconv"
+    imported = {(n.module, a.name) for n in body if isinstance(n, ast.ImportFrom)
+                for a in n.names}
+    assert ("tnconv.cli", "study_main") in imported
+    assert not any(isinstance(n, ast.ClassDef) for n in ast.walk(tree))
+    assert f'PROFILES = "{profiles}"' in source and "study_main(" in source
 
 
 @needs_data

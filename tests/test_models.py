@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from tnconv.models import CNN4, cnn4, get_model, resnet50
+from tnconv.models import CNN4, MODELS, cnn4, get_model, resnet50
 
 # (num_classes, in_channels) of cifar10, cifar100, fashion-mnist / mnist; all 32 x 32
 SHAPES = [(10, 3), (100, 3), (10, 1)]
@@ -108,3 +108,10 @@ def test_bad_sizes_rejected(num_classes, in_channels, error):
         cnn4(num_classes, in_channels)
     with pytest.raises(error):
         resnet50(num_classes, in_channels)
+
+
+def test_models_registry_lists_the_valid_names():
+    assert list(MODELS) == ["cnn4", "resnet50"] and MODELS["CNN4"] is cnn4
+    with pytest.raises(ValueError, match=r"unknown model 'vgg'; valid names: cnn4, resnet50"):
+        MODELS["vgg"]
+    assert "vgg" not in MODELS and MODELS.get("vgg") is None

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import tnconv
+from tnconv.records import RowLog
 from tnconv.study.prefix import PrefixRunner
-from tnconv.study.records import RowLog
 from tnconv.study.sweep import SWEEP_FIELDS
 from tnconv.truncate import truncate  # tnconv.truncate is shadowed by the submodule
 

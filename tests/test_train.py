@@ -6,17 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tnconv.data import ImageDataset
-from tnconv.models import cnn4
-from tnconv.train import (
+from tnconv.checkpoints import (
     default_checkpoint_path,
-    evaluate,
-    fit,
     load_checkpoint,
     save_checkpoint,
-    train_config,
     train_or_load,
 )
+from tnconv.data import ImageDataset
+from tnconv.models import cnn4
+from tnconv.train import OPTIMIZERS, SCHEDULES, evaluate, fit, train_config
 
 
 def _small_model(seed=0, in_channels=1, num_classes=10):
@@ -115,8 +113,8 @@ def test_hooks_are_called_after_each_step_and_epoch():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(optimizer="adam"), r"unknown optimizer 'adam'; valid: sgd, adamw"),
-    (dict(schedule="step"), r"unknown schedule 'step'; valid: onecycle, cosine, constant"),
+    (dict(optimizer="adam"), r"unknown optimizer 'adam'; valid names: sgd, adamw"),
+    (dict(schedule="step"), r"unknown schedule 'step'; valid names: onecycle, cosine, constant"),
     (dict(epochs=0), "epochs must be a positive int"),
     (dict(lr=-1.0), "lr must be > 0"),
 ])
@@ -257,3 +255,38 @@ def test_train_or_load_cache_respects_overrides(tnconv_cache, monkeypatch, tmp_p
     with pytest.raises(FileNotFoundError, match="not found"):
         train_or_load("cnn4", "fashion-mnist", device="cpu", lr=0.05)
     assert "lr" in capsys.readouterr().out
+
+
+def test_old_import_paths_still_work():
+    import tnconv.checkpoints as ck
+    import tnconv.runtime as rt
+    import tnconv.train as tr
+
+    assert tr.save_checkpoint is ck.save_checkpoint and tr.train_or_load is ck.train_or_load
+    assert tr.resolve_device is rt.resolve_device
+
+
+@pytest.mark.parametrize("registry,bad,valid", [
+    (OPTIMIZERS, "adam", "sgd, adamw"), (SCHEDULES, "step", "onecycle, cosine, constant"),
+])
+def test_registries_list_the_valid_names(registry, bad, valid):
+    with pytest.raises(ValueError, match=f"unknown {registry.kind} '{bad}'; valid names: {valid}"):
+        registry[bad]
+    assert bad not in registry and list(registry) == valid.split(", ")
+    with pytest.raises(KeyError):  # a dict's contract too
+        registry[bad]
+
+
+def test_train_or_load_trains_a_subset_and_reuses_it(fmnist_train, tnconv_cache, capsys):
+    path = tnconv_cache / "narrow.pt"
+    options = dict(epochs=1, device="cpu", path=path, train_subset=512, test_subset=200,
+                   model_kwargs={"widths": (4, 8, 8, 8)}, progress=False, batch_size=64)
+    model, meta = train_or_load("cnn4", "fashion-mnist", **options)
+    assert path.is_file() and meta["train_images"] == 512 and meta["test_images"] == 200
+    assert model.block1.conv.out_channels == 4 and meta["model_kwargs"] == {"widths": [4, 8, 8, 8]}
+    again, meta2 = train_or_load("cnn4", "fashion-mnist", **options)  # loaded, not retrained
+    assert meta2["train_seconds"] == meta["train_seconds"] and "date" in meta2
+    assert "training" not in capsys.readouterr().out
+    assert torch.equal(again.block1.conv.weight, model.block1.conv.weight)
+    with pytest.raises(ValueError, match="positive int"):  # force: trains again
+        train_or_load("cnn4", "fashion-mnist", **{**options, "epochs": 0}, force=True)

@@ -9,7 +9,8 @@ from _kernels import SHAPES, make_kernel
 from test_spectra import numpy_matrix
 
 import tnconv
-from tnconv.truncate import CutSVD, choose_rank
+from tnconv.decomp import Criteria
+from tnconv.truncate import CutSVD
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES))
@@ -56,17 +57,17 @@ def test_no_criterion_keeps_everything():
 
 def test_criteria_combine_by_smallest_rank():
     s = torch.tensor([8.0, 4.0, 2.0, 1.0, 0.5, 0.25], dtype=torch.float64)
-    assert choose_rank(s, max_bond=4) == 4
-    assert choose_rank(s, keep=0.5) == 3
+    assert Criteria(max_bond=4).rank(s) == 4
+    assert Criteria(keep=0.5).rank(s) == 3
     err3 = math.sqrt(float((s[3:] ** 2).sum() / (s**2).sum()))
-    assert choose_rank(s, max_error=err3) == 3
-    assert choose_rank(s, max_error=err3, max_bond=2) == 2  # max_bond caps
-    assert choose_rank(s, keep=0.5, max_bond=5) == 3
-    assert choose_rank(s, cutoff=0.1) == 4  # rel: drop s <= 0.8
-    assert choose_rank(s, cutoff=1.0, cutoff_mode="abs") == 3
-    assert choose_rank(s, cutoff=0.25**2 + 0.5**2, cutoff_mode="sum2") == 4
-    assert choose_rank(s, cutoff=0.75 / 15.75, cutoff_mode="rsum1") == 4
-    assert choose_rank(s, max_bond=100) == 6
+    assert Criteria(max_error=err3).rank(s) == 3
+    assert Criteria(max_error=err3, max_bond=2).rank(s) == 2  # max_bond caps
+    assert Criteria(keep=0.5, max_bond=5).rank(s) == 3
+    assert Criteria(cutoff=0.1).rank(s) == 4  # rel: drop s <= 0.8
+    assert Criteria(cutoff=1.0, cutoff_mode="abs").rank(s) == 3
+    assert Criteria(cutoff=0.25**2 + 0.5**2, cutoff_mode="sum2").rank(s) == 4
+    assert Criteria(cutoff=0.75 / 15.75, cutoff_mode="rsum1").rank(s) == 4
+    assert Criteria(max_bond=100).rank(s) == 6
 
 
 def test_max_error_target_is_met():

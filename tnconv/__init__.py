@@ -1,19 +1,27 @@
 """tnconv: quantum-inspired tensor networks for convolutional neural networks.
 
-Data flows one way through the package, and the module layout follows it::
+Data flows one way through the package, and the module layout follows it (nothing imports
+upward; docs/architecture.md gives the rules and tests/test_architecture.py checks them)::
 
+    decomp.py             array level: the SVD / singular values, tails, norm loss, Criteria
     legs.py, cuts.py      leg names, sub-leg factoring, cut strings ("out,kh|in,kw")
     network.py            torch kernel -> labelled quimb network (kernel_tn)
-    spectra.py            singular values, entropies, ranks per cut
-    truncate.py           truncation along one bipartition (Eckart-Young)
-    mps.py                MPS / tensor-train chains (to_mps)
+    spectra.py            singular values, entropies, norm curves per cut
+    truncate.py           truncation along one bipartition (Eckart-Young): truncate, CutSVD
+    factors.py            KernelFactors: what every decomposed kernel shares
+    mps.py, tucker.py,    the decompositions: to_mps -> KernelMPS, to_tucker -> KernelTucker,
+      cp.py                 to_cp -> KernelCP
     contract.py           cached opt_einsum contraction back to torch
-    atlas.py              conv_layers, spectra_atlas over whole models
-    layers/               trainable MPS / Tucker / CP convolutions, tensorize / densify
-    models.py, data.py    the study's models and datasets
-    train.py              fit, evaluate, checkpoints
-    study/                model-wide truncation, sweeps, retraining, plots, reports
-    cli.py                the ``tnconv`` command
+    modules.py            conv_layers, select_layers: finding layers in a model
+    atlas.py              spectra_atlas over whole models
+    layers/               nn.Modules only: MPSConv2d, TuckerConv2d, CPConv2d, tensorize / densify
+    models.py, data/      the study's models and datasets
+    train.py              fit, evaluate
+    checkpoints.py        save / load checkpoints, train_or_load
+    study/                truncate_model, sweeps, retraining, the study runner and its profiles
+    cli.py                the ``tnconv`` command: train, eval, spectra, sweep, study
+    runtime.py, registry.py, records.py, _version.py
+                          leaves: device / autocast / cache folder, named choices, result rows
 
 ``import tnconv`` is cheap: the core needs only torch and opt_einsum (quimb is imported by the
 functions that build networks), and the names of the layers, models, data, training and study
@@ -25,18 +33,22 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # The core is imported eagerly (torch and opt_einsum only; quimb is imported on first use).
 # This also binds the functions `truncate` and `contract` over their same-named submodules.
-from .atlas import Records, conv_layers, spectra_atlas
+from .atlas import spectra_atlas
 from .contract import contract, contract_tn
+from .cp import KernelCP, to_cp
 from .cuts import all_cuts, default_chain, parse_cut
 from .legs import factorize, kernel_legs
+from .modules import conv_layers
 from .mps import KernelMPS, to_mps
 from .network import kernel_tn
+from .records import Records
 from .spectra import NormCurve, entropy, norm_curve, rank_for_error, spectrum
 from .truncate import CutSVD, TruncationReport, truncate
+from .tucker import KernelTucker, to_tucker
 
 # Lazily resolved names (they import torchvision, matplotlib, ...): name -> submodule.
 _EXPORTS: dict[str, str] = {
@@ -53,8 +65,8 @@ _EXPORTS: dict[str, str] = {
     "load_dataset": "data",
     "fit": "train",
     "evaluate": "train",
-    "save_checkpoint": "train",
-    "load_checkpoint": "train",
+    "save_checkpoint": "checkpoints",
+    "load_checkpoint": "checkpoints",
     # the study
     "truncate_model": "study",
     "sweep": "study",
@@ -76,6 +88,10 @@ __all__ = [
     "kernel_legs",
     "KernelMPS",
     "to_mps",
+    "KernelTucker",
+    "to_tucker",
+    "KernelCP",
+    "to_cp",
     "kernel_tn",
     "NormCurve",
     "entropy",
@@ -105,7 +121,13 @@ __all__ = [
 ]
 
 
+#: Subpackages and modules reachable as attributes after a plain ``import tnconv``.
+_SUBMODULES = ("layers", "study", "models", "data", "train", "checkpoints", "cli")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'tnconv' has no attribute {name!r}")
@@ -115,12 +137,13 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .checkpoints import load_checkpoint, save_checkpoint
     from .data import load_dataset
     from .layers import CPConv2d, MPSConv2d, TuckerConv2d, densify, tensorize
     from .models import cnn4, get_model, resnet50
     from .study import retrain, sweep, truncate_model
-    from .train import evaluate, fit, load_checkpoint, save_checkpoint
+    from .train import evaluate, fit

@@ -1,10 +1,15 @@
-"""The ``tnconv`` command line (also ``python -m tnconv``).
+"""The ``tnconv`` command line (also ``python -m tnconv``): train, eval, spectra, sweep, study.
 
 Each subcommand is registered by ``_add_<name>(subparsers)`` and run by ``_cmd_<name>(args)``,
 which returns the exit status; add a subcommand by writing both and listing ``_add_<name>`` in
-:data:`_SUBCOMMANDS`. Errors raised by tnconv (ValueError, TypeError) and by the file system
-(OSError, e.g. FileNotFoundError) are printed as one line ``tnconv: error: ...`` and give
-exit status 2.
+:data:`_SUBCOMMANDS`. The choices of models, datasets, optimizers, schedules, sweep modes and
+study profiles come from the package's registries (:data:`tnconv.models.MODELS`,
+:data:`tnconv.data.DATASETS`, :data:`tnconv.train.OPTIMIZERS`, ...), never from literals here.
+Errors raised by tnconv (ValueError, TypeError) and by the file system (OSError, e.g.
+FileNotFoundError) are printed as one line ``tnconv: error: ...`` and give exit status 2.
+
+:func:`study_main` is the study's command line on its own: ``examples/resnet_cuts.py`` and
+``examples/cnn4_cuts.py`` call it with their profile set.
 """
 
 from __future__ import annotations
@@ -13,12 +18,12 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-__all__ = ["build_parser", "main"]
+from .data import DATASETS
+from .models import MODELS
 
-_MODELS = ("cnn4", "resnet50")
-_DATASETS = ("fashion-mnist", "cifar10", "cifar100", "mnist")
+__all__ = ["build_parser", "main", "study_main"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -26,6 +31,27 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps one-paragraph texts; keeps texts with line breaks (the examples) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def _subcommand(subparsers: argparse._SubParsersAction, func: Callable[..., int], summary: str,
+                **texts: str) -> argparse.ArgumentParser:
+    """Register the subcommand run by ``func`` (``_cmd_<name>``); its docstring is the
+    description of ``tnconv <name> --help``."""
+    name = func.__name__.removeprefix("_cmd_")
+    description = " ".join((func.__doc__ or summary).split())
+    parser = subparsers.add_parser(name, help=summary, description=description,
+                                   formatter_class=_Formatter, **texts)
+    parser.set_defaults(func=func)
+    return parser
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -47,104 +73,83 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "train",
-        help="train a model and save a checkpoint",
-        description="Train a model on a dataset with the defaults of "
-                    "tnconv.train.TRAIN_DEFAULTS (options below override them), evaluate it "
-                    "on the test split and save a checkpoint.",
+    from .train import OPTIMIZERS, SCHEDULES
+
+    p = _subcommand(
+        subparsers, _cmd_train, "train a model and save a checkpoint",
         epilog="example: tnconv train --model cnn4 --dataset fashion-mnist --epochs 4 "
-               "--device cpu --out cnn4-fmnist.pt",
-    )
-    p.add_argument("--model", required=True, choices=_MODELS, help="model to train")
-    p.add_argument("--dataset", required=True, choices=_DATASETS, help="dataset")
+               "--device cpu --out cnn4-fmnist.pt")
+    p.add_argument("--model", required=True, choices=list(MODELS), help="model to train")
+    p.add_argument("--dataset", required=True, choices=list(DATASETS), help="dataset")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: per model)")
     p.add_argument("--out", type=Path, default=None, metavar="PATH",
                    help="checkpoint path (default: ~/.cache/tnconv/checkpoints/"
                         "<model>-<dataset>.pt, or under $TNCONV_CACHE)")
     p.add_argument("--batch-size", type=int, default=None, help="images per step")
     p.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    p.add_argument("--optimizer", choices=("sgd", "adamw"), default=None)
-    p.add_argument("--schedule", choices=("onecycle", "cosine", "constant"), default=None)
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default=None)
+    p.add_argument("--schedule", choices=list(SCHEDULES), default=None)
     p.add_argument("--subset", type=int, default=None, metavar="N",
                    help="train on N images only (a fixed random subset)")
     p.add_argument("--eval-subset", type=int, default=None, metavar="N",
                    help="evaluate on N test images only")
     _add_common(p)
-    p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    import torch
+    """Train a model on a dataset with the defaults of tnconv.train.TRAIN_DEFAULTS (options
+    below override them), evaluate it on the test split and save a checkpoint
+    (tnconv.train_or_load)."""
+    from .checkpoints import default_checkpoint_path, train_or_load
 
-    from .data import load_dataset
-    from .models import get_model
-    from .train import (
-        default_checkpoint_path,
-        evaluate,
-        fit,
-        resolve_device,
-        save_checkpoint,
-        train_config,
+    options = {key: getattr(args, key) for key in ("batch_size", "lr", "optimizer", "schedule")
+               if getattr(args, key) is not None}
+    out = args.out if args.out is not None else default_checkpoint_path(args.model, args.dataset)
+    _, meta = train_or_load(
+        args.model, args.dataset, epochs=args.epochs, device=args.device, path=out, force=True,
+        train_subset=args.subset, test_subset=args.eval_subset, seed=args.seed,
+        progress=not args.no_progress, root=args.data_root, download=args.download, **options,
     )
-
-    device = resolve_device(args.device)
-    config = train_config(args.model, args.dataset, device)
-    for key in ("epochs", "batch_size", "lr", "optimizer", "schedule"):
-        value = getattr(args, key)
-        if value is not None:
-            config[key] = value
-    train = load_dataset(args.dataset, "train", root=args.data_root, download=args.download)
-    test = load_dataset(args.dataset, "test", root=args.data_root, download=args.download)
-    if args.subset is not None:
-        train = train.subset(args.subset, seed=args.seed)
-    if args.eval_subset is not None:
-        test = test.subset(args.eval_subset, seed=args.seed)
-    torch.manual_seed(args.seed)
-    model = get_model(args.model, train.num_classes, train.in_channels)
-    print(f"training {args.model} on {train.name} ({len(train)} images) on {device}: "
-          + ", ".join(f"{k}={v}" for k, v in config.items()))
-    history = fit(model, train, device=device, seed=args.seed,
-                  progress=not args.no_progress, **config)
-    result = evaluate(model, test)
-    meta = {
-        "model": args.model, "dataset": train.name, "num_classes": train.num_classes,
-        "in_channels": train.in_channels, "accuracy": result["accuracy"],
-        "test_loss": result["loss"], "epochs": config["epochs"], "train_config": config,
-        "seed": args.seed, "device": str(device), "train_images": len(train),
-        "test_images": len(test), "history": history,
-    }
-    if "top5" in result:
-        meta["top5"] = result["top5"]
-    out = args.out if args.out is not None else default_checkpoint_path(args.model, train.name)
-    path = save_checkpoint(model, out, meta=meta)
-    print(f"test accuracy {result['accuracy']:.4f} (loss {result['loss']:.4f}, "
-          f"{result['n']} images); saved {path}")
+    print(f"trained {meta['model']} on {meta['dataset']} ({meta['train_images']} images) on "
+          f"{meta['device']}: " + ", ".join(f"{k}={v}" for k, v in meta["train_config"].items()))
+    print(f"test accuracy {meta['accuracy']:.4f} (loss {meta['test_loss']:.4f}, "
+          f"{meta['test_images']} images); saved {out}")
     return 0
 
 
+def _check_fits(meta: dict[str, Any], data: Any, source: object) -> None:
+    """A model's input channels and classes must match the dataset's."""
+    for key, have in (("in_channels", data.in_channels), ("num_classes", data.num_classes)):
+        if meta[key] != have:
+            raise ValueError(
+                f"{source} has {key}={meta[key]} but {data.name} has {have}; "
+                "evaluate it on a dataset of the same shape"
+            )
+
+
 def _add_eval(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "eval",
-        help="evaluate a checkpoint on its dataset's test split",
-        description="Load a checkpoint written by 'tnconv train' and report its test accuracy "
-                    "and loss (and top-5 accuracy for CIFAR-100).",
-        epilog="example: tnconv eval ~/.cache/tnconv/checkpoints/cnn4-fashion-mnist.pt",
-    )
+    from .data import SPLITS
+
+    p = _subcommand(
+        subparsers, _cmd_eval, "evaluate a checkpoint on its dataset's test split",
+        epilog="example: tnconv eval ~/.cache/tnconv/checkpoints/cnn4-fashion-mnist.pt")
     p.add_argument("checkpoint", type=Path, help="checkpoint file")
-    p.add_argument("--dataset", default=None, choices=_DATASETS,
+    p.add_argument("--dataset", default=None, choices=list(DATASETS),
                    help="dataset to evaluate on (default: the checkpoint's)")
-    p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("--split", default="test", choices=list(SPLITS))
     p.add_argument("--subset", type=int, default=None, metavar="N",
                    help="evaluate on N images only")
     p.add_argument("--batch-size", type=int, default=1000)
     _add_common(p)
-    p.set_defaults(func=_cmd_eval)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    """Load a checkpoint written by 'tnconv train' and report its test accuracy and loss
+    (and top-5 accuracy for CIFAR-100)."""
+    from .checkpoints import load_checkpoint
     from .data import load_dataset
-    from .train import evaluate, load_checkpoint, resolve_device
+    from .runtime import resolve_device
+    from .train import evaluate
 
     device = resolve_device(args.device)
     model, meta = load_checkpoint(args.checkpoint, map_location=device)
@@ -152,12 +157,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if dataset is None:
         raise ValueError(f"{args.checkpoint} does not name its dataset; pass --dataset")
     data = load_dataset(dataset, args.split, root=args.data_root, download=args.download)
-    for key, have in (("in_channels", data.in_channels), ("num_classes", data.num_classes)):
-        if meta[key] != have:
-            raise ValueError(
-                f"{args.checkpoint} has {key}={meta[key]} but {data.name} has {have}; "
-                "evaluate it on a dataset of the same shape"
-            )
+    _check_fits(meta, data, args.checkpoint)
     if args.subset is not None:
         data = data.subset(args.subset, seed=args.seed)
     result = evaluate(model, data, batch_size=args.batch_size, device=device)
@@ -170,16 +170,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _add_spectra(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "spectra",
-        help="spectra atlas of a model's conv kernels over cuts (entropy, ranks, norm loss)",
-        description="Cut every convolution kernel of a model along a set of cuts and report, "
-                    "per (layer, cut): full rank, entanglement entropy, rank needed for 1%, "
-                    "10% and 50% relative error, and norm loss at half rank "
-                    "(tnconv.spectra_atlas).",
+    p = _subcommand(
+        subparsers, _cmd_spectra,
+        "spectra atlas of a model's conv kernels over cuts (entropy, ranks, norm loss)",
         epilog="examples: tnconv spectra ~/.cache/tnconv/checkpoints/cnn4-fashion-mnist.pt; "
-               "tnconv spectra resnet50 --cuts 'out|in,kh,kw;out,kh|in,kw' --out atlas.csv",
-    )
+               "tnconv spectra resnet50 --cuts 'out|in,kh,kw;out,kh|in,kw' --out atlas.csv")
     p.add_argument("source", help="a checkpoint written by 'tnconv train', or a model name "
                                   "(cnn4, resnet50 or any torchvision classifier; random init)")
     p.add_argument("--cuts", default="all",
@@ -191,15 +186,17 @@ def _add_spectra(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--include-linear", action="store_true", help="also the Linear layers")
     p.add_argument("--out", type=Path, default=None, metavar="PATH",
                    help="write the table as CSV (default: print it)")
-    p.set_defaults(func=_cmd_spectra)
 
 
 def _cmd_spectra(args: argparse.Namespace) -> int:
-    from . import spectra_atlas
+    """Cut every convolution kernel of a model along a set of cuts and report, per (layer,
+    cut): full rank, entanglement entropy, rank needed for 1%, 10% and 50% relative error,
+    and norm loss at half rank (tnconv.spectra_atlas)."""
+    from .atlas import spectra_atlas
 
     source = Path(args.source).expanduser()
     if source.suffix == ".pt" or source.exists():
-        from .train import load_checkpoint
+        from .checkpoints import load_checkpoint
 
         model, meta = load_checkpoint(source, map_location="cpu")
         what = f"{meta['model']} from {source}"
@@ -208,8 +205,7 @@ def _cmd_spectra(args: argparse.Namespace) -> int:
 
         model = get_model(args.source, args.num_classes, args.in_channels)
         what = f"{args.source} (random init)"
-    cuts = "all" if args.cuts.strip() == "all" else [
-        c.strip() for c in args.cuts.split(";") if c.strip()]
+    cuts = "all" if args.cuts.strip() == "all" else _split(args.cuts, ";")
     table = spectra_atlas(model, cuts=cuts, include_linear=args.include_linear).to_pandas()
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -224,9 +220,230 @@ def _cmd_spectra(args: argparse.Namespace) -> int:
     return 0
 
 
+
+def _split(text: str, sep: str = ",") -> list[str]:
+    return [v.strip() for v in text.split(sep) if v.strip()]
+
+
+def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
+    from .study.sweep import DEFAULT_LEVELS, LEVEL_CRITERIA, SWEEP_MODES
+
+    p = _subcommand(
+        subparsers, _cmd_sweep,
+        "accuracy of a checkpoint or model truncated over layers x cuts x levels",
+        epilog="examples:\n"
+               "  tnconv sweep ~/.cache/tnconv/checkpoints/cnn4-fashion-mnist.pt --out s.csv\n"
+               "  tnconv sweep cnn4 --dataset fashion-mnist --cuts 'out|in,kh,kw' "
+               "'out,kh|in,kw' \\\n      --levels 1 0.5 0.1 --layers 'block*.conv' "
+               "--mode all --test-subset 1000 --out all.jsonl")
+    p.add_argument("source", help="a checkpoint written by 'tnconv train', or a model name "
+                                  "(the cached trained model; trained now if there is none)")
+    p.add_argument("--dataset", choices=list(DATASETS), default=None,
+                   help="dataset whose test split is used (default: the checkpoint's)")
+    p.add_argument("--out", type=Path, required=True, metavar="FILE",
+                   help="the rows, as .csv or .jsonl (appended to: a rerun resumes)")
+    p.add_argument("--cuts", nargs="+", default=["all"], metavar="CUT",
+                   help="'all' (every bipartition, default) or cut strings, e.g. 'out,kh|in,kw'")
+    p.add_argument("--levels", nargs="+", type=float, default=list(DEFAULT_LEVELS),
+                   metavar="L", help="levels of --criterion (default: kept fractions "
+                                     f"{' '.join(map(str, DEFAULT_LEVELS))})")
+    p.add_argument("--criterion", choices=list(LEVEL_CRITERIA), default="keep",
+                   help="what a level means (default: keep, the kept fraction)")
+    p.add_argument("--layers", nargs="+", default=None, metavar="PATTERN",
+                   help="layer names or fnmatch patterns (default: every conv layer)")
+    p.add_argument("--mode", choices=list(SWEEP_MODES), default="single",
+                   help="single: each layer alone; all: every selected layer at once "
+                        "(default: single)")
+    p.add_argument("--test-subset", type=int, default=None, metavar="N",
+                   help="evaluate on N test images only (a fixed random subset)")
+    p.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size")
+    p.add_argument("--include-linear", action="store_true", help="also the Linear layers")
+    _add_common(p)
+
+
+def _sweep_model(args: argparse.Namespace, device: Any) -> tuple[Any, dict[str, Any]]:
+    """The model to sweep: a checkpoint, or the trained model of a name (train_or_load)."""
+    from .checkpoints import load_checkpoint, train_or_load
+
+    source = Path(args.source).expanduser()
+    if source.suffix == ".pt" or source.exists():
+        return load_checkpoint(source, map_location=device)
+    if args.dataset is None:
+        raise ValueError(f"name the dataset to train or load {args.source!r} on: --dataset NAME")
+    return train_or_load(args.source, args.dataset, device=device, seed=args.seed,
+                         progress=not args.no_progress, root=args.data_root,
+                         download=args.download)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    """Truncate the conv kernels of a trained model along cuts at several levels and measure
+    test accuracy and loss (tnconv.sweep). Rows are appended to --out as they are computed
+    (the same CSV / JSONL as the API's out=), so running the same command again resumes."""
+    from .data import load_dataset
+    from .runtime import resolve_device
+    from .study.sweep import sweep
+
+    device = resolve_device(args.device)
+    model, meta = _sweep_model(args, device)
+    if not (args.dataset or meta.get("dataset")):
+        raise ValueError(f"{args.source} does not name its dataset; pass --dataset")
+    data = load_dataset(args.dataset or meta["dataset"], "test", root=args.data_root,
+                        download=args.download)
+    _check_fits(meta, data, args.source)
+    if args.test_subset is not None:
+        data = data.subset(args.test_subset, seed=args.seed)
+    cuts = "all" if args.cuts == ["all"] else args.cuts
+    rows = sweep(model, data, layers=args.layers, cuts=cuts, levels=args.levels,
+                 criterion=args.criterion, mode=args.mode, out=args.out,
+                 include_linear=args.include_linear, batch_size=args.batch_size, device=device,
+                 progress=not args.no_progress)
+    base = rows[0]["baseline_accuracy"] if len(rows) else float("nan")
+    print(f"{meta['model']} from {args.source} on {data.name} ({len(data)} test images, "
+          f"baseline accuracy {base:.4f}): {len(rows)} {args.mode} rows, "
+          f"{rows.info['rows_new']} new, in {args.out}")
+    return 0
+
+
+# -- the study: `tnconv study` and the example scripts ----------------------------------------
+
+def _levels(text: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(v) for v in _split(text))
+    except ValueError:
+        vals = ()
+    if not vals or any(not 0 < v <= 1 for v in vals):
+        raise argparse.ArgumentTypeError(f"levels must be comma-separated fractions in (0, 1], "
+                                         f"got {text!r}")
+    return vals
+
+
+def _add_study_options(p: argparse.ArgumentParser) -> None:
+    """The study's options, shared by ``tnconv study`` and the example scripts."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--full", action="store_true",
+                   help="run everything (all conv layers, all 7 cuts, 6 levels, the whole test "
+                        "set, longer retraining); the default on a GPU")
+    g.add_argument("--quick", action="store_true",
+                   help="the quick profile (the default without a GPU; <= 15 min on 2 cores)")
+    g.add_argument("--tiny", action="store_true",
+                   help="the tiny CI profile (a narrow model trained briefly; about a minute)")
+    p.add_argument("--dataset", choices=list(DATASETS),
+                   help="dataset (default fashion-mnist; cifar10/cifar100 is the study's setting)")
+    p.add_argument("--model", help="model name for tnconv.models.get_model (overrides the "
+                                   "profile's)")
+    p.add_argument("--out", help="run folder (default runs/<script>-<dataset>-<profile>); "
+                                 "rerunning with the same folder resumes the sweeps")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--epochs", type=int, help="retraining epochs of the truncated model")
+    p.add_argument("--train-epochs", type=int, help="training epochs of the model (default: "
+                                                    "tnconv.train's defaults / the checkpoint)")
+    p.add_argument("--levels", type=_levels,
+                   help="kept fractions of the singular values, e.g. 1,0.75,0.5,0.25,0.1,0.05")
+    p.add_argument("--layers", type=_split,
+                   help="comma-separated layer names or fnmatch patterns, e.g. 'layer4.*'")
+    p.add_argument("--cuts", type=lambda text: _split(text, ";"),
+                   help="cuts separated by ';', e.g. 'out|in,kh,kw;out,kh|in,kw' "
+                        "(default: all 7 bipartitions)")
+    p.add_argument("--test-subset", type=int, help="number of test images (0: all)")
+    p.add_argument("--batch-size", type=int, help="evaluation batch size")
+    p.add_argument("--threshold", type=float,
+                   help="largest accuracy drop counted as little loss (default 0.01)")
+    p.add_argument("--threads", type=int,
+                   help="CPU threads for torch (default: the profile's, 1 for the quick and "
+                        "tiny profiles, which is faster on a busy 2-core CPU; else torch's)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _profiles_help(profile_set: Any) -> str:
+    return "\n".join(f"  {'quick' if k == 'cpu' else k} (model {v.model}): "
+                     f"{v.note or 'everything, as described above'}"
+                     for k, v in profile_set.profiles.items())
+
+
+def _add_study(subparsers: argparse._SubParsersAction) -> None:
+    from .study.profiles import PROFILE_SETS
+
+    sets = "\n\n".join(f"profiles of --profiles {name} (--full / --quick / --tiny):\n"
+                     + _profiles_help(ps) for name, ps in PROFILE_SETS.items())
+    p = _subcommand(
+        subparsers, _cmd_study,
+        "the correlation-compression study: spectra, sweeps, retraining, a run folder",
+        epilog="examples:\n"
+               "  tnconv study                      # ResNet-50 on a GPU, else the quick CPU "
+               "profile\n"
+               "  tnconv study --full --dataset cifar100   # the study's setting, on a GPU\n"
+               "  tnconv study --profiles cnn4 --tiny --out runs/tiny   # the CI smoke run\n\n"
+               + sets)
+    p.add_argument("--profiles", choices=list(PROFILE_SETS), default="resnet50",
+                   help="the study and its profiles: resnet50 (examples/resnet_cuts.py, the "
+                        "default) or cnn4 (examples/cnn4_cuts.py)")
+    _add_study_options(p)
+
+
+def _study_config(args: argparse.Namespace, profile_set: Any) -> Any:
+    """The profile chosen by the flags with the other options applied."""
+    from .study.profiles import study_config
+
+    names = ("dataset", "model", "train_epochs", "levels", "layers", "cuts", "batch_size",
+             "threshold", "threads", "seed", "test_subset")
+    return study_config(profile_set, full=args.full, quick=args.quick, tiny=args.tiny,
+                        device=args.device or "auto", out=args.out,
+                        retrain_epochs=args.epochs, progress=False if args.no_progress else None,
+                        **{k: getattr(args, k) for k in names})
+
+
+def _cmd_study(args: argparse.Namespace, profile_set: Any = None) -> int:
+    """The whole study of one trained model: the spectra atlas of every conv layer over all
+    cuts, single-layer and all-layers truncation sweeps over cuts and levels, retraining of
+    the most aggressive truncation that lost accuracy, and a run folder with CSV/JSON
+    tables, PNG plots and summary.md (tnconv.study.experiment.run_study). Rerunning with the
+    same --out resumes the sweeps."""
+    from .study.experiment import run_study
+    from .study.profiles import PROFILE_SETS
+
+    cfg = _study_config(args, profile_set or PROFILE_SETS[args.profiles])
+    print(f"summary: {run_study(cfg)['out']}/summary.md")
+    return 0
+
+
+def study_main(argv: Sequence[str] | None = None, *, profiles: str = "resnet50",
+               description: str | None = None) -> int:
+    """The study's command line on its own, with one profile set (the example scripts).
+
+    Parameters
+    ----------
+    argv
+        The options (default ``sys.argv[1:]``); see ``tnconv study --help``.
+    profiles
+        The profile set: a name of :data:`tnconv.study.profiles.PROFILE_SETS`
+        (``"resnet50"`` or ``"cnn4"``).
+    description
+        The ``--help`` description (the script's title).
+
+    Returns
+    -------
+    int
+        The exit status.
+
+    Examples
+    --------
+    >>> study_main(["--tiny", "--out", "runs/tiny"], profiles="cnn4")  # doctest: +SKIP
+    0
+    """
+    from .study.profiles import PROFILE_SETS
+
+    profile_set = PROFILE_SETS[profiles]
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="profiles (--full / --quick / --tiny):\n" + _profiles_help(profile_set))
+    _add_study_options(parser)
+    return _cmd_study(parser.parse_args(None if argv is None else list(argv)), profile_set)
+
+
 #: Registration functions of the subcommands, in --help order.
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_train, _add_eval, _add_spectra]
+    _add_train, _add_eval, _add_spectra, _add_sweep, _add_study]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -237,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     >>> build_parser().parse_args(["eval", "model.pt"]).checkpoint.name
     'model.pt'
     """
-    from . import __version__
+    from ._version import __version__
 
     parser = _Parser(
         prog="tnconv",

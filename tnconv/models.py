@@ -17,13 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from .registry import Registry
+
 __all__ = ["CNN4", "CNN4_WIDTHS", "MODELS", "cnn4", "get_model", "resnet50"]
 
 #: Default channel widths of the four convolutions of :func:`cnn4`.
 CNN4_WIDTHS: tuple[int, int, int, int] = (32, 64, 128, 256)
 
-#: Models built by tnconv itself; any other name is looked up in torchvision.
-MODELS: tuple[str, ...] = ("cnn4", "resnet50")
 
 
 def _check_sizes(num_classes: int, in_channels: int) -> None:
@@ -196,6 +196,11 @@ def resnet50(
     return model
 
 
+#: Models built by tnconv itself (name -> constructor); any other name is looked up in
+#: torchvision by :func:`get_model`. The CLI takes its ``--model`` choices from here.
+MODELS: Registry[Any] = Registry("model", {"cnn4": cnn4, "resnet50": resnet50})
+
+
 def _torchvision_names() -> list[str]:
     import torchvision.models
 
@@ -252,10 +257,8 @@ def get_model(name: str, num_classes: int, in_channels: int = 3, **kwargs: Any) 
     if not isinstance(name, str):
         raise TypeError(f"model name must be a str, got {type(name).__name__}")
     key = name.strip().lower()
-    if key == "cnn4":
-        return cnn4(num_classes, in_channels, **kwargs)
-    if key == "resnet50":
-        return resnet50(num_classes, in_channels, **kwargs)
+    if key in MODELS:
+        return MODELS[key](num_classes, in_channels, **kwargs)
     names = _torchvision_names()
     if key not in names:
         raise ValueError(

@@ -17,7 +17,7 @@ every one of the ``n - 1`` bonds may discard at most ``max_error / sqrt(n - 1)``
 ``||W||``), and since the discarded parts are orthogonal in canonical form, the squared errors
 add up: ``||W - W_mps|| <= max_error * ||W||`` (the TT-SVD bound). The other criteria
 (``max_bond``, ``keep`` of each bond's full rank, ``cutoff``) apply bond by bond, and the
-smallest rank wins as in :mod:`tnconv.truncate`.
+smallest rank wins (:class:`tnconv.decomp.Criteria`).
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ import math
 from typing import Any
 
 import torch
+from typing_extensions import Unpack
 
 from .contract import contract
 from .cuts import CutSpec, default_chain, format_cut, parse_cut
+from .decomp import Criteria, CriteriaOptions, svd
+from .factors import KernelFactors
 from .legs import SplitSpec
 from .network import compute_dtype, import_quimb, layout
-from .truncate import _check_criteria, choose_rank
 
 __all__ = ["to_mps", "KernelMPS"]
 
@@ -44,16 +46,26 @@ def _svd_split(
     data = t.data.permute([t.inds.index(i) for i in (*left_inds, *right_inds)])
     lshape = [t.ind_size(i) for i in left_inds]
     rshape = [t.ind_size(i) for i in right_inds]
-    m = data.reshape(math.prod(lshape), math.prod(rshape))
-    if m.shape[0] >= m.shape[1]:
-        u, s, vh = torch.linalg.svd(m, full_matrices=False)
-    else:
-        v, s, uh = torch.linalg.svd(m.mT, full_matrices=False)
-        u, vh = uh.mT, v.mT
+    u, s, vh = svd(data.reshape(math.prod(lshape), math.prod(rshape)))
     return u.reshape(*lshape, -1), s, vh.reshape(-1, *rshape), right_inds
 
 
-class KernelMPS:
+def _truncate_bond(tn: Any, k: int, criteria: Criteria, norm: float, full_rank: int) -> None:
+    """Truncate bond ``b{k}`` by an SVD of site ``k + 1`` (the orthogonality centre); the
+    discarded part's complement moves into site ``k``."""
+    right_t = tn[f"I{k + 1}"]
+    u, s, vh, rinds = _svd_split(right_t, (f"b{k}",), f"b{k}")
+    r = min(criteria.rank(s, norm=norm, full_rank=full_rank), int(s.numel()))
+    u2, s2, vh2 = u.reshape(-1, s.numel())[:, :r], s[:r], vh[:r]
+    right_t.modify(data=vh2, inds=(f"b{k}", *rinds))
+    left_t = tn[f"I{k}"]
+    lin = left_t.inds
+    data = torch.tensordot(left_t.data, u2 * s2, dims=([lin.index(f"b{k}")], [0]))
+    order = [i for i in lin if i != f"b{k}"] + [f"b{k}"]
+    left_t.modify(data=data.permute([order.index(i) for i in lin]), inds=lin)
+
+
+class KernelMPS(KernelFactors):
     """A kernel as a chain of site tensors (returned by :func:`to_mps`).
 
     Attributes
@@ -74,21 +86,19 @@ class KernelMPS:
         Relative error ``||W - W_mps||_F / ||W||_F`` actually reached (measured).
     """
 
+    kind = "mps"
+
     def __init__(self, tn: Any, sites: tuple[tuple[str, ...], ...], lay: Any,
                  out_dtype: torch.dtype, bond_spectra: list[torch.Tensor],
-                 error_bound: float | None, norm: float, kernel: torch.Tensor) -> None:
+                 error_bound: float | None, kernel: torch.Tensor) -> None:
         self.tn = tn
         self.sites = sites
-        self.legs = lay.legs
-        self.shape = lay.shape
         self.split = dict(lay.split)
         self.physical_legs = lay.physical_legs
         self.out_dtype = out_dtype
         self.bond_spectra = bond_spectra
-        self.error_bound = error_bound
-        with torch.no_grad():
-            diff = self.to_kernel().to(kernel.dtype) - kernel.detach()
-            self.rel_error = float(diff.double().norm()) / norm if norm > 0 else 0.0
+        self.kernel_legs = lay.legs
+        super().__init__(self.arrays, kernel, error_bound)
 
     @property
     def num_sites(self) -> int:
@@ -111,21 +121,6 @@ class KernelMPS:
         return [self.tn[f"I{k}"].ind_size(f"b{k}") for k in range(self.num_sites - 1)]
 
     @property
-    def num_params(self) -> int:
-        """Number of entries in all site tensors."""
-        return sum(int(a.numel()) for a in self.arrays)
-
-    @property
-    def dense_params(self) -> int:
-        """Number of kernel entries."""
-        return math.prod(self.shape)
-
-    @property
-    def compression_ratio(self) -> float:
-        """``dense_params / num_params``."""
-        return self.dense_params / self.num_params
-
-    @property
     def cut(self) -> str:
         """The chain as a cut string."""
         return format_cut(self.sites)
@@ -145,6 +140,11 @@ class KernelMPS:
         """
         w = contract(self.arrays, self.inds, self.physical_legs, shape=self.shape)
         return w.to(self.out_dtype)
+
+    @property
+    def legs(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The kernel's legs (before any split)."""
+        return self.kernel_legs
 
     def summary(self) -> dict[str, Any]:
         """Bond dimensions, parameters, compression and errors as a dict."""
@@ -169,13 +169,9 @@ def to_mps(
     kernel: torch.Tensor,
     cut: CutSpec | None = None,
     *,
-    max_bond: int | None = None,
-    keep: float | None = None,
-    max_error: float | None = None,
-    cutoff: float | None = None,
-    cutoff_mode: str | None = None,
     split: SplitSpec = None,
     dtype: torch.dtype | None = None,
+    **criteria: Unpack[CriteriaOptions],
 ) -> KernelMPS:
     """Decompose a kernel into a matrix product state (tensor train) along a chain.
 
@@ -218,7 +214,8 @@ def to_mps(
     torch.Size([64, 32, 3, 3])
     """
     qtn = import_quimb()
-    _check_criteria(max_bond, keep, max_error, cutoff, cutoff_mode)
+    crit = Criteria.from_options(criteria)
+    max_error = crit.max_error
     lay = layout(kernel, split)
     chain = default_chain(lay.legs, lay.split) if cut is None else cut
     sites = parse_cut(chain, lay.legs, lay.split, min_groups=2)
@@ -244,24 +241,10 @@ def to_mps(
     last.transpose_(f"b{n - 2}", *sites[n - 1])
 
     # 2. compress: right to left, truncating each bond at the orthogonality centre.
-    truncating = any(c is not None for c in (max_bond, keep, max_error, cutoff))
-    bound = None if max_error is None else float(max_error)
-    per_bond_error = None if max_error is None else max_error / math.sqrt(n - 1)
-    if truncating:
+    if crit.active:
+        per_bond = crit.replace(
+            max_error=None if max_error is None else max_error / math.sqrt(n - 1))
         for k in range(n - 2, -1, -1):
-            right_t = tn[f"I{k + 1}"]
-            u, s, vh, rinds = _svd_split(right_t, (f"b{k}",), f"b{k}")
-            r = choose_rank(s, max_bond=max_bond, keep=None, max_error=per_bond_error,
-                            cutoff=cutoff, cutoff_mode=cutoff_mode, norm=norm, check=False)
-            if keep is not None:
-                r = min(r, max(1, math.ceil(keep * spectra[k].numel() - 1e-9)))
-            r = min(r, int(s.numel()))
-            u2, s2, vh2 = u.reshape(-1, s.numel())[:, :r], s[:r], vh[:r]
-            right_t.modify(data=vh2, inds=(f"b{k}", *rinds))
-            left_t = tn[f"I{k}"]
-            lin = left_t.inds
-            ax = lin.index(f"b{k}")
-            data = torch.tensordot(left_t.data, u2 * s2, dims=([ax], [0]))
-            order = [i for i in lin if i != f"b{k}"] + [f"b{k}"]
-            left_t.modify(data=data.permute([order.index(i) for i in lin]), inds=lin)
-    return KernelMPS(tn, sites, lay, kernel.dtype, spectra, bound, norm, kernel)
+            _truncate_bond(tn, k, per_bond, norm, full_rank=int(spectra[k].numel()))
+    bound = None if max_error is None else float(max_error)
+    return KernelMPS(tn, sites, lay, kernel.dtype, spectra, bound, kernel)

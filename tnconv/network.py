@@ -9,6 +9,7 @@ network (:mod:`tnconv.mps`) and contracting it back (:mod:`tnconv.contract`) hap
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from .legs import (
     resolve_split,
     validate_kernel,
 )
+from .runtime import cache_dir
 
 __all__ = ["kernel_tn", "KernelLayout", "layout", "compute_dtype", "import_quimb"]
 
@@ -33,7 +35,8 @@ def import_quimb() -> Any:
     """Import ``quimb.tensor`` on first use (keeps ``import tnconv`` fast).
 
     quimb compiles numba kernels on its first import and caches them in ``NUMBA_CACHE_DIR``;
-    when that variable is unset, tnconv points it at ``~/.cache/tnconv/numba`` so the cache
+    when that variable is unset, tnconv points it at ``$TNCONV_CACHE/numba`` (default
+``~/.cache/tnconv/numba``, see :func:`tnconv.runtime.cache_dir`) so the cache
     lands in a writable folder.
 
     Examples
@@ -42,11 +45,8 @@ def import_quimb() -> Any:
     >>> qtn.Tensor.__name__
     'Tensor'
     """
-    import os
-    from pathlib import Path
-
     if "quimb.tensor" not in sys.modules and "NUMBA_CACHE_DIR" not in os.environ:
-        os.environ["NUMBA_CACHE_DIR"] = str(Path.home() / ".cache" / "tnconv" / "numba")
+        os.environ["NUMBA_CACHE_DIR"] = str(cache_dir("numba"))
     import quimb.tensor as qtn
 
     return qtn

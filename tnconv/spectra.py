@@ -10,7 +10,9 @@ descending order, and ``W_r`` the best rank-``r`` approximation, by Eckart-Young
   ``log(sum p_i^alpha) / (1 - alpha)``, in bits by default (``base=2``).
 
 All linear algebra runs in torch on the kernel's device, in float32 at least (float64 when
-asked). In float32, singular values below about ``1e-7 * s_max`` are rounding noise.
+asked), through :mod:`tnconv.decomp` (float32 singular values come from the float64 Gram
+matrix, accurate to about ``1e-8 * s_max``). :func:`rank_for_error` and :func:`tail_errors`
+are :mod:`tnconv.decomp`'s, re-exported here.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import NamedTuple
 import torch
 
 from .cuts import CutSpec, parse_cut
+from .decomp import check_spectrum, rank_for_error, svdvals, tail_errors
 from .legs import SplitSpec
 from .network import KernelLayout, compute_dtype, layout
 
@@ -81,11 +84,6 @@ def matricize(
     return work.permute(order).reshape(rows, cols), lay, groups
 
 
-def _svdvals_tall(m: torch.Tensor) -> torch.Tensor:
-    """Singular values, computing on the tall orientation (much faster than wide)."""
-    return torch.linalg.svdvals(m if m.shape[-2] >= m.shape[-1] else m.mT)
-
-
 def spectrum(
     kernel: torch.Tensor,
     cut: CutSpec,
@@ -120,19 +118,7 @@ def spectrum(
     torch.Size([16])
     """
     m, _, _ = matricize(kernel, cut, split=split, dtype=dtype)
-    return _svdvals_tall(m)
-
-
-def _check_spectrum(s: object, name: str = "s") -> torch.Tensor:
-    if not isinstance(s, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of singular values, got {type(s).__name__}")
-    if s.ndim != 1 or s.numel() == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D tensor, got shape {tuple(s.shape)}")
-    if not s.is_floating_point():
-        raise TypeError(f"{name} must be floating point, got {s.dtype}")
-    if bool((s < 0).any()) or not bool(torch.isfinite(s).all()):
-        raise ValueError(f"{name} must hold finite, non-negative singular values")
-    return s
+    return svdvals(m)
 
 
 def entropy(s: torch.Tensor, *, alpha: float = 1.0, base: float = 2.0) -> torch.Tensor:
@@ -164,7 +150,7 @@ def entropy(s: torch.Tensor, *, alpha: float = 1.0, base: float = 2.0) -> torch.
     >>> round(float(entropy(torch.tensor([3.0, 4.0]), alpha=2)), 4)
     0.8911
     """
-    s = _check_spectrum(s)
+    s = check_spectrum(s)
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha < 0:
         raise ValueError(f"alpha must be a number >= 0, got {alpha!r}")
     if not isinstance(base, (int, float)) or base <= 0 or base == 1:
@@ -185,65 +171,6 @@ def entropy(s: torch.Tensor, *, alpha: float = 1.0, base: float = 2.0) -> torch.
     else:
         h = torch.log((p**alpha).sum()) / (1.0 - alpha)
     return (h / log_base).to(s.dtype)
-
-
-def tail_errors(s: torch.Tensor) -> torch.Tensor:
-    """Relative Frobenius errors ``e(r)`` for every kept rank ``r = 0 .. len(s)``.
-
-    Computed in float64 from tail sums (no cancellation). The last entry is 0.
-
-    Examples
-    --------
-    >>> import torch
-    >>> tail_errors(torch.tensor([3.0, 4.0]).sort(descending=True).values).tolist()
-    [1.0, 0.6, 0.0]
-    """
-    s64 = s.to(torch.float64)
-    sq = s64 * s64
-    tails = torch.flip(torch.cumsum(torch.flip(sq, (-1,)), -1), (-1,))
-    tails = torch.cat([tails, torch.zeros_like(tails[..., :1])], -1)
-    total = tails[..., :1]
-    safe = torch.where(total > 0, total, torch.ones_like(total))
-    return torch.sqrt(tails / safe)
-
-
-def rank_for_error(s: torch.Tensor, max_error: float) -> int:
-    """Smallest rank whose relative Frobenius error is at most ``max_error``.
-
-    Parameters
-    ----------
-    s
-        Singular values, descending.
-    max_error
-        Allowed relative error ``||W - W_r||_F / ||W||_F``, in ``[0, 1)``.
-
-    Returns
-    -------
-    int
-        Between 0 (only for an all-zero spectrum) and ``len(s)``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> rank_for_error(torch.tensor([4.0, 3.0]), 0.6)
-    1
-    >>> rank_for_error(torch.tensor([4.0, 3.0]), 0.5)
-    2
-    """
-    s = _check_spectrum(s)
-    _check_max_error(max_error)
-    err = tail_errors(s)
-    if float(err[0]) == 0.0:
-        return 0
-    ok = err <= max_error * (1 + 1e-12)
-    return max(1, int(torch.nonzero(ok)[0, 0]))
-
-
-def _check_max_error(max_error: object) -> None:
-    if isinstance(max_error, bool) or not isinstance(max_error, (int, float)):
-        raise TypeError(f"max_error must be a number in [0, 1), got {max_error!r}")
-    if not 0 <= max_error < 1:
-        raise ValueError(f"max_error must be in [0, 1), got {max_error}")
 
 
 class NormCurve(NamedTuple):
@@ -275,7 +202,7 @@ def norm_curve(s: torch.Tensor) -> NormCurve:
     >>> c.rel_error.tolist(), c.norm_loss.tolist()
     ([1.0, 0.6, 0.0], [1.0, 0.19999999999999996, 0.0])
     """
-    s = _check_spectrum(s)
+    s = check_spectrum(s)
     err = tail_errors(s)
     sq = s.to(torch.float64) ** 2
     head = torch.cat([torch.zeros_like(sq[:1]), torch.cumsum(sq, 0)])

@@ -1,54 +1,95 @@
-"""Training, evaluation and checkpoints for tnconv's models.
+"""Training and evaluation of tnconv's models.
 
 :func:`fit` trains any :class:`torch.nn.Module` classifier on an :class:`~tnconv.data.ImageDataset`
 (SGD with Nesterov momentum or AdamW, one-cycle / cosine / constant schedule, label smoothing,
 bf16 autocast on CUDA, channels_last); :func:`evaluate` measures top-1 (and top-5) accuracy and
-loss; :func:`save_checkpoint` / :func:`load_checkpoint` store a model with its metadata, and
-:func:`train_or_load` is what examples call to get a trained model once and reuse it.
+loss. The optimizers and schedules are the registries :data:`OPTIMIZERS` and :data:`SCHEDULES`;
+the per model / dataset / device defaults are in :data:`TRAIN_DEFAULTS` (:func:`train_config`).
 
-The per model / dataset / device defaults are in :data:`TRAIN_DEFAULTS`.
+Checkpoints and :func:`~tnconv.checkpoints.train_or_load` live in :mod:`tnconv.checkpoints`;
+their names are re-exported here for old imports.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as _dt
-import hashlib
-import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import ImageDataset, as_tensors, canonical_name, load_dataset
+from .checkpoints import (
+    CHECKPOINT_FORMAT,
+    default_checkpoint_path,
+    load_checkpoint,
+    save_checkpoint,
+    train_or_load,
+)
+from .data import ImageDataset, as_tensors, canonical_name
+from .registry import Registry
+from .runtime import autocast, model_device, resolve_device
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
     "OPTIMIZERS",
     "SCHEDULES",
     "TRAIN_DEFAULTS",
-    "default_checkpoint_path",
     "evaluate",
     "fit",
+    "train_config",
+    # re-exported: tnconv.runtime.resolve_device and tnconv.checkpoints
+    "CHECKPOINT_FORMAT",
+    "default_checkpoint_path",
     "load_checkpoint",
     "resolve_device",
     "save_checkpoint",
-    "train_config",
     "train_or_load",
 ]
 
-OPTIMIZERS: tuple[str, ...] = ("sgd", "adamw")
-SCHEDULES: tuple[str, ...] = ("onecycle", "cosine", "constant")
-CHECKPOINT_FORMAT = "tnconv-checkpoint"
-_CHECKPOINT_VERSION = 1
-_REQUIRED_META = ("model", "num_classes", "in_channels")
+
+class OptimizerSpec(NamedTuple):
+    """One entry of :data:`OPTIMIZERS`: how to build it and its default lr / weight decay."""
+
+    build: Callable[[list[dict[str, Any]], float], torch.optim.Optimizer]
+    lr: float
+    weight_decay: float
+
+
+def _onecycle(opt: torch.optim.Optimizer, lr: float, total_steps: int) -> Any:
+    return torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=total_steps, pct_start=0.25,
+        div_factor=10.0, final_div_factor=100.0,
+    )
+
+
+def _cosine(opt: torch.optim.Optimizer, lr: float, total_steps: int) -> Any:
+    warmup = min(max(total_steps // 20, 1), total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = (step - warmup) / max(total_steps - warmup, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _constant(opt: torch.optim.Optimizer, lr: float, total_steps: int) -> Any:
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+
+
+#: Optimizers by name: SGD with Nesterov momentum 0.9 (L2 weight decay) or AdamW (decoupled).
+OPTIMIZERS: Registry[OptimizerSpec] = Registry("optimizer", {
+    "sgd": OptimizerSpec(lambda groups, lr: torch.optim.SGD(groups, lr=lr, momentum=0.9,
+                                                            nesterov=True), 0.1, 5e-4),
+    "adamw": OptimizerSpec(lambda groups, lr: torch.optim.AdamW(groups, lr=lr), 1e-3, 0.05),
+})
+#: Learning-rate schedules by name: ``build(optimizer, peak_lr, total_steps)``.
+SCHEDULES: Registry[Callable[..., Any]] = Registry("schedule", {
+    "onecycle": _onecycle, "cosine": _cosine, "constant": _constant,
+})
 
 #: Training defaults by (model, dataset, device type); ``"*"`` matches anything.
 #: lr is the peak learning rate; batch_size in images; weight_decay is L2 (SGD) or decoupled
@@ -89,37 +130,6 @@ def train_config(model_name: str, dataset: str, device: str | torch.device) -> d
         if all(p in ("*", k) for p, k in zip(pattern, key, strict=True)):
             config.update(TRAIN_DEFAULTS[pattern])
     return config
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """Turn ``"auto"`` / None into ``cuda`` when available, else ``cpu``; check the rest.
-
-    Examples
-    --------
-    >>> resolve_device("cpu")
-    device(type='cpu')
-    """
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"invalid device {device!r}; use 'auto', 'cpu' or 'cuda'") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use 'cpu'")
-    return dev
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _iter_batches(data: Any, batch_size: int, device: torch.device
@@ -184,7 +194,7 @@ def evaluate(
     >>> sorted(evaluate(cnn4(10, 1), ds))
     ['accuracy', 'loss', 'n']
     """
-    dev = _model_device(model) if device is None else resolve_device(device)
+    dev = model_device(model) if device is None else resolve_device(device)
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=dev)
@@ -193,7 +203,7 @@ def evaluate(
     n = 0
     num_outputs = 0
     try:
-        with torch.no_grad(), _autocast(dev):
+        with torch.no_grad(), autocast(dev):
             for x, y in _iter_batches(data, batch_size, dev):
                 logits = model(x).float()
                 num_outputs = logits.shape[1]
@@ -213,38 +223,13 @@ def evaluate(
     return out
 
 
-def _make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float
+def _make_optimizer(model: nn.Module, spec: OptimizerSpec, lr: float, weight_decay: float
                     ) -> torch.optim.Optimizer:
     # no weight decay on biases and normalisation parameters
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True)
-    return torch.optim.AdamW(groups, lr=lr)
-
-
-def _make_schedule(opt: torch.optim.Optimizer, name: str, lr: float, total_steps: int
-                   ) -> torch.optim.lr_scheduler.LRScheduler:
-    if name == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=lr, total_steps=total_steps, pct_start=0.25,
-            div_factor=10.0, final_div_factor=100.0,
-        )
-    if name == "cosine":
-        warmup = min(max(total_steps // 20, 1), total_steps)
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            t = (step - warmup) / max(total_steps - warmup, 1)
-            return 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
-
-        return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    return spec.build([{"params": decay, "weight_decay": weight_decay},
+                       {"params": no_decay, "weight_decay": 0.0}], lr)
 
 
 def fit(
@@ -328,36 +313,18 @@ def fit(
     >>> sorted(history[0])
     ['epoch', 'lr', 'time', 'train_accuracy', 'train_loss']
     """
-    if not isinstance(train_data, ImageDataset):
-        raise TypeError(
-            f"train_data must be a tnconv.data.ImageDataset, got {type(train_data).__name__}"
-        )
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-    if lr is None:
-        lr = 0.1 if optimizer == "sgd" else 1e-3
-    if weight_decay is None:
-        weight_decay = 5e-4 if optimizer == "sgd" else 0.05
-    if lr <= 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
-
-    dev = _model_device(model) if device is None else resolve_device(device)
+    lr, weight_decay = _check_fit_options(train_data, epochs=epochs, lr=lr, optimizer=optimizer,
+                                          schedule=schedule, label_smoothing=label_smoothing,
+                                          weight_decay=weight_decay, batch_size=batch_size)
+    dev = model_device(model) if device is None else resolve_device(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device=dev, memory_format=fmt)
     data = train_data.to(dev)
     eval_set = eval_data.to(dev) if isinstance(eval_data, ImageDataset) else eval_data
     drop_last = len(data) >= 2 * batch_size
     steps = data.num_batches(batch_size, drop_last=drop_last)
-    opt = _make_optimizer(model, optimizer, lr, weight_decay)
-    sched = _make_schedule(opt, schedule, lr, steps * epochs)
+    opt = _make_optimizer(model, OPTIMIZERS[optimizer], lr, weight_decay)
+    sched = SCHEDULES[schedule](opt, lr, steps * epochs)
     gen = torch.Generator().manual_seed(seed)
     history: list[dict[str, float]] = []
 
@@ -367,48 +334,18 @@ def fit(
         torch.manual_seed(seed)
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
-            model.train()
-            loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
-            correct = torch.zeros((), dtype=torch.int64, device=dev)
-            seen = 0
             batches = data.batches(
                 batch_size, shuffle=True, augment=augment, generator=gen, drop_last=drop_last
             )
             bar = _progress(batches, steps, f"epoch {epoch}/{epochs}", progress)
-            for i, (x, y) in enumerate(bar, start=1):
-                x = x.contiguous(memory_format=fmt)
-                with _autocast(dev):
-                    logits = model(x)
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                if step_callback is not None:
-                    with torch.no_grad():
-                        step_callback(model)
-                with torch.no_grad():
-                    loss_sum += loss.detach().double() * y.shape[0]
-                    correct += (logits.argmax(1) == y).sum()
-                seen += int(y.shape[0])
-                if progress and (i % 10 == 0 or i == steps):
-                    bar.set_postfix(  # type: ignore[union-attr]
-                        loss=f"{loss_sum.item() / seen:.3f}",
-                        acc=f"{correct.item() / seen:.3f}",
-                    )
-            if seen == 0:
-                raise ValueError("train_data is empty")
-            record: dict[str, float] = {
-                "epoch": epoch,
-                "train_loss": loss_sum.item() / seen,
-                "train_accuracy": correct.item() / seen,
-                "lr": opt.param_groups[0]["lr"],
-            }
+            record = _train_epoch(model, bar, opt, sched, fmt=fmt, dev=dev, steps=steps,
+                                  label_smoothing=label_smoothing, progress=progress,
+                                  step_callback=step_callback)
+            record = {"epoch": epoch, **record}
             if eval_set is not None:
                 result = evaluate(model, eval_set, device=dev)
-                for key in ("accuracy", "loss", "top5"):
-                    if key in result:
-                        record[f"eval_{key}"] = result[key]
+                record.update({f"eval_{k}": result[k] for k in ("accuracy", "loss", "top5")
+                               if k in result})
             record["time"] = time.perf_counter() - start
             history.append(record)
             if progress:
@@ -417,6 +354,63 @@ def fit(
                 callback(model, epoch)
     model.eval()
     return history
+
+
+def _check_fit_options(train_data: Any, *, epochs: int, lr: float | None, optimizer: str,
+                       schedule: str, label_smoothing: float, weight_decay: float | None,
+                       batch_size: int) -> tuple[float, float]:
+    """Validate :func:`fit`'s options; return the learning rate and weight decay to use."""
+    if not isinstance(train_data, ImageDataset):
+        raise TypeError(
+            f"train_data must be a tnconv.data.ImageDataset, got {type(train_data).__name__}"
+        )
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    spec = OPTIMIZERS[optimizer]
+    SCHEDULES.resolve(schedule)  # the registry's error for an unknown name
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    lr = spec.lr if lr is None else lr
+    if lr <= 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    return lr, spec.weight_decay if weight_decay is None else weight_decay
+
+
+def _train_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                 opt: torch.optim.Optimizer, sched: Any, *, fmt: torch.memory_format,
+                 dev: torch.device, steps: int, label_smoothing: float, progress: bool,
+                 step_callback: Callable[[nn.Module], None] | None) -> dict[str, float]:
+    """One pass over ``batches``: the training loss, accuracy and the final learning rate."""
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+    correct = torch.zeros((), dtype=torch.int64, device=dev)
+    seen = 0
+    for i, (x, y) in enumerate(batches, start=1):
+        x = x.contiguous(memory_format=fmt)
+        with autocast(dev):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step_callback is not None:
+            with torch.no_grad():
+                step_callback(model)
+        with torch.no_grad():
+            loss_sum += loss.detach().double() * y.shape[0]
+            correct += (logits.argmax(1) == y).sum()
+        seen += int(y.shape[0])
+        if progress and (i % 10 == 0 or i == steps):
+            batches.set_postfix(  # type: ignore[attr-defined]
+                loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
+            )
+    if seen == 0:
+        raise ValueError("train_data is empty")
+    return {"train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen,
+            "lr": opt.param_groups[0]["lr"]}
 
 
 def _progress(it: Iterable, total: int, desc: str, enabled: bool) -> Any:
@@ -435,335 +429,3 @@ def _print_epoch(record: dict[str, float]) -> None:
     if "eval_accuracy" in record:
         parts.append(f"eval loss {record['eval_loss']:.4f} acc {record['eval_accuracy']:.4f}")
     tqdm.write(", ".join(parts) + f" ({record['time']:.1f} s)")
-
-
-# -- checkpoints ------------------------------------------------------------------------------
-
-
-def _cache_dir() -> Path:
-    env = os.environ.get("TNCONV_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "tnconv"
-
-
-def default_checkpoint_path(model_name: str, dataset: str) -> Path:
-    """Where :func:`train_or_load` keeps the checkpoint of ``model_name`` on ``dataset``.
-
-    ``$TNCONV_CACHE/checkpoints/<model>-<dataset>.pt``, with ``$TNCONV_CACHE`` defaulting to
-    ``~/.cache/tnconv``.
-
-    Examples
-    --------
-    >>> default_checkpoint_path("cnn4", "fashion_mnist").name
-    'cnn4-fashion-mnist.pt'
-    """
-    if not isinstance(model_name, str) or not model_name.strip():
-        raise ValueError(f"model_name must be a non-empty str, got {model_name!r}")
-    name = model_name.strip().lower()
-    return _cache_dir() / "checkpoints" / f"{name}-{canonical_name(dataset)}.pt"
-
-
-def _infer_sizes(model: nn.Module) -> dict[str, int]:
-    found: dict[str, int] = {}
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if convs:
-        found["in_channels"] = convs[0].in_channels
-    if linears:
-        found["num_classes"] = linears[-1].out_features
-    return found
-
-
-def _plain(value: Any) -> Any:
-    """Metadata as plain Python types, so that ``torch.load(weights_only=True)`` reads it."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
-    return str(value)  # torch.device, Path, TorchVersion, ...
-
-
-def _checksum(meta: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of the metadata and of every tensor's name, dtype, shape and bytes (CPU)."""
-    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
-    for key in sorted(state):
-        t = state[key].detach().to("cpu").contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
-
-
-def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, meta: dict[str, Any]) -> Path:
-    """Save ``model``'s weights and metadata to ``path`` atomically.
-
-    The file is written to a temporary file in the same folder and renamed over ``path``, so a
-    crash never leaves a half-written checkpoint. A SHA-256 of the metadata and weights is
-    stored with them, so :func:`load_checkpoint` detects corrupted bytes.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The model; its ``state_dict`` is stored (as contiguous CPU tensors).
-    path : path
-        Destination (folders are created).
-    meta : dict
-        Must name ``model`` (a :func:`tnconv.models.get_model` name); ``num_classes`` and
-        ``in_channels`` are inferred from the model when absent. Usual extra keys: ``dataset``,
-        ``accuracy``, ``epochs``, ``model_kwargs`` (passed to ``get_model`` on loading).
-        ``torch_version``, ``tnconv_version`` and ``date`` are added. Values should be plain
-        Python types (str, int, float, bool, lists, dicts).
-
-    Returns
-    -------
-    Path
-        The checkpoint's path.
-
-    Examples
-    --------
-    >>> from tnconv.models import cnn4
-    >>> save_checkpoint(cnn4(10, 1), "/tmp/c.pt", meta={"model": "cnn4"})  # doctest: +SKIP
-    PosixPath('/tmp/c.pt')
-    """
-    if not isinstance(meta, dict):
-        raise TypeError(f"meta must be a dict, got {type(meta).__name__}")
-    if not isinstance(meta.get("model"), str):
-        raise ValueError(f"meta must name the model (meta['model'] = 'cnn4', ...), got {meta!r}")
-    from . import __version__
-
-    full = _plain({**_infer_sizes(model), **meta})
-    missing = [k for k in _REQUIRED_META if k not in full]
-    if missing:
-        raise ValueError(f"meta lacks {', '.join(missing)} and they cannot be inferred")
-    full.setdefault("torch_version", str(torch.__version__))
-    full.setdefault("tnconv_version", __version__)
-    full.setdefault("date", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "version": _CHECKPOINT_VERSION,
-        "meta": full,
-        "state_dict": state,
-        "sha256": _checksum(full, state),
-    }
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def load_checkpoint(
-    path: str | os.PathLike,
-    *,
-    model: nn.Module | None = None,
-    expect: dict[str, Any] | None = None,
-    map_location: str | torch.device = "cpu",
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a checkpoint written by :func:`save_checkpoint`.
-
-    Parameters
-    ----------
-    path : path
-        The checkpoint file.
-    model : torch.nn.Module, optional
-        Load the weights into this model; by default the model is rebuilt with
-        :func:`tnconv.models.get_model` from the metadata (``model``, ``num_classes``,
-        ``in_channels``, ``model_kwargs``).
-    expect : dict, optional
-        Metadata the checkpoint must have, e.g. ``{"model": "cnn4", "dataset": "cifar10"}``.
-    map_location : str or torch.device, default "cpu"
-        Where the weights (and the returned model) go.
-
-    Returns
-    -------
-    (model, meta)
-        The model in eval mode and the metadata dict.
-
-    Raises
-    ------
-    FileNotFoundError
-        No file at ``path``.
-    ValueError
-        Not a tnconv checkpoint, truncated or corrupt (including contents that do not match the
-        stored SHA-256), metadata differing from ``expect``, or weights not fitting the model.
-
-    Examples
-    --------
-    >>> model, meta = load_checkpoint("cnn4-fashion-mnist.pt")  # doctest: +SKIP
-    >>> meta["accuracy"]  # doctest: +SKIP
-    0.92
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zips, pickles and garbage raise many exception types
-        raise ValueError(
-            f"{path} is not a readable tnconv checkpoint (truncated or corrupt?): "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from exc
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a tnconv checkpoint (no '{CHECKPOINT_FORMAT}' header)")
-    if payload.get("version") != _CHECKPOINT_VERSION:
-        raise ValueError(
-            f"{path} has checkpoint version {payload.get('version')!r}; "
-            f"this tnconv reads version {_CHECKPOINT_VERSION}"
-        )
-    meta = payload.get("meta")
-    state = payload.get("state_dict")
-    if not isinstance(meta, dict) or not isinstance(state, dict):
-        raise ValueError(f"{path} is corrupt: missing metadata or weights")
-    if not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} is corrupt: its weights are not all tensors")
-    stored = payload.get("sha256")  # absent in files written before checksums were added
-    if stored is not None and stored != _checksum(meta, state):
-        raise ValueError(f"{path} is corrupt: its contents do not match the stored checksum")
-    missing = [k for k in _REQUIRED_META if k not in meta]
-    if missing:
-        raise ValueError(f"{path} is corrupt: metadata lacks {', '.join(missing)}")
-    for key, want in (expect or {}).items():
-        have = meta.get(key)
-        if key == "dataset" and isinstance(want, str) and isinstance(have, str):
-            want, have = canonical_name(want), canonical_name(have)
-        if have != want:
-            raise ValueError(
-                f"{path} does not match: {key} is {meta.get(key)!r}, expected {want!r}"
-            )
-    if model is None:
-        from .models import get_model
-
-        model = get_model(
-            meta["model"], meta["num_classes"], meta["in_channels"],
-            **meta.get("model_kwargs", {}),
-        )
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise ValueError(f"weights in {path} do not fit the model: {first}") from exc
-    model.to(map_location)
-    model.eval()
-    return model, meta
-
-
-# -- the one-call helper for examples ------------------------------------------------------------
-
-
-def train_or_load(
-    model_name: str,
-    dataset: str,
-    *,
-    epochs: int | None = None,
-    device: str | torch.device | None = None,
-    cache: bool = True,
-    seed: int = 0,
-    progress: bool = True,
-    root: str | os.PathLike | None = None,
-    **overrides: Any,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """A trained ``model_name`` for ``dataset``: from the checkpoint cache, or trained now.
-
-    Looks for :func:`default_checkpoint_path` (when ``cache``); uses it if its metadata matches
-    (model, dataset and, when given, ``epochs`` and every option in ``overrides``, compared with
-    the checkpoint's ``train_config``). Otherwise trains with :func:`train_config`'s
-    defaults (``overrides`` replace single options, e.g. ``lr=0.05``), evaluates on the test
-    split, and saves the checkpoint (when ``cache``).
-
-    Parameters
-    ----------
-    model_name : str
-        A :func:`tnconv.models.get_model` name.
-    dataset : str
-        A :func:`tnconv.data.load_dataset` name.
-    epochs : int, optional
-        Training epochs; default from :data:`TRAIN_DEFAULTS`.
-    device : str or torch.device, optional
-        Default ``"auto"`` (CUDA when available).
-    cache : bool, default True
-        Read and write the checkpoint cache.
-    seed : int, default 0
-        Seeds the model initialisation and training.
-    progress : bool, default True
-        Progress bars while training.
-    root : path, optional
-        Data folder searched first by :func:`tnconv.data.load_dataset`.
-
-    Returns
-    -------
-    (model, meta)
-        The model on ``device`` in eval mode, and its metadata (``accuracy`` is test accuracy).
-
-    Examples
-    --------
-    >>> model, meta = train_or_load("cnn4", "fashion-mnist")  # doctest: +SKIP
-    >>> meta["accuracy"] > 0.91  # doctest: +SKIP
-    True
-    """
-    from .models import get_model
-
-    dev = resolve_device(device)
-    name = canonical_name(dataset)
-    model_key = model_name.strip().lower()
-    path = default_checkpoint_path(model_key, name)
-    if cache and path.is_file():
-        expect: dict[str, Any] = {"model": model_key, "dataset": name}
-        if epochs is not None:
-            expect["epochs"] = epochs
-        try:
-            model, meta = load_checkpoint(path, expect=expect, map_location=dev)
-            trained = meta.get("train_config")
-            trained = trained if isinstance(trained, dict) else {}
-            for key, want in overrides.items():
-                if key not in trained or trained[key] != _plain(want):
-                    raise ValueError(
-                        f"{path} was trained with {key}={trained.get(key)!r}, "
-                        f"not {key}={want!r}"
-                    )
-            return model, meta
-        except ValueError as exc:
-            if progress:
-                print(f"tnconv: retraining, cached checkpoint not usable: {exc}")
-    config = train_config(model_key, name, dev)
-    config.update(overrides)
-    if epochs is not None:
-        config["epochs"] = epochs
-    train = load_dataset(name, "train", root=root)
-    test = load_dataset(name, "test", root=root)
-    torch.manual_seed(seed)
-    model = get_model(model_key, train.num_classes, train.in_channels)
-    start = time.perf_counter()
-    history = fit(model, train, device=dev, seed=seed, progress=progress, **config)
-    seconds = time.perf_counter() - start
-    result = evaluate(model, test, device=dev)
-    meta = {
-        "model": model_key,
-        "dataset": name,
-        "num_classes": train.num_classes,
-        "in_channels": train.in_channels,
-        "accuracy": result["accuracy"],
-        "test_loss": result["loss"],
-        "epochs": config["epochs"],
-        "train_config": config,
-        "seed": seed,
-        "device": str(dev),
-        "train_seconds": seconds,
-        "history": history,
-    }
-    if "top5" in result:
-        meta["top5"] = result["top5"]
-    if cache:
-        save_checkpoint(model, path, meta=meta)
-    return model, meta

@@ -1,12 +1,17 @@
 """Trainable tensorized convolutions and whole-model conversion.
 
+Only ``nn.Module`` classes and the functions that swap them into models live here; the
+decompositions they are built from are in the core (:mod:`tnconv.mps`, :mod:`tnconv.tucker`,
+:mod:`tnconv.cp`).
+
 =====================  ==============================================================
 module                 contents
 =====================  ==============================================================
-``base.py``            the shared conv machinery: hyper-parameters, dense / factored paths
-``mps.py``             :class:`MPSConv2d` (tensor-train cores from :func:`tnconv.to_mps`)
-``tucker.py``          :class:`TuckerConv2d` (Tucker-2 on the channel legs, HOSVD)
-``cp.py``              :class:`CPConv2d` (CP fitted by ALS in torch)
+``base.py``            :class:`FactorizedConv2d`: hyper-parameters, the one ``from_conv``,
+                       dense / factored forward paths, ``to_conv``
+``mps_conv2d.py``      :class:`MPSConv2d` (tensor-train cores from :func:`tnconv.to_mps`)
+``tucker_conv2d.py``   :class:`TuckerConv2d` (Tucker-2 from :func:`tnconv.tucker.to_tucker`)
+``cp_conv2d.py``       :class:`CPConv2d` (CP from :func:`tnconv.cp.to_cp`, fitted by ALS)
 ``convert.py``         :func:`tensorize` / :func:`densify` for whole models
 ``monitor.py``         bond entropies per epoch, re-compression between epochs
 =====================  ==============================================================
@@ -14,13 +19,17 @@ module                 contents
 
 from __future__ import annotations
 
+from ..cp import cp_als
+from ..tucker import tucker2
+from .base import FactorizedConv2d
 from .convert import LayerReport, TensorizeReport, densify, tensorize
-from .cp import CPConv2d, cp_als
+from .cp_conv2d import CPConv2d
 from .monitor import EntropyLog, bond_entropies, recompress
-from .mps import MPSConv2d
-from .tucker import TuckerConv2d, tucker2
+from .mps_conv2d import MPSConv2d
+from .tucker_conv2d import TuckerConv2d
 
 __all__ = [
+    "FactorizedConv2d",
     "MPSConv2d",
     "TuckerConv2d",
     "CPConv2d",

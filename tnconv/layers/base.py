@@ -1,16 +1,21 @@
 """The shared machinery of the factorized convolutions.
 
-:class:`_FactorizedConv2d` holds what every tensorized ``Conv2d`` has in common: the
+:class:`FactorizedConv2d` holds what every tensorized ``Conv2d`` has in common: the
 hyper-parameters copied from a source :class:`torch.nn.Conv2d` (channels, kernel size, stride,
 padding including ``"same"`` / ``"valid"``, dilation, groups, bias, ``padding_mode``), the two
 forward paths and the choice between them, and the conversion back to a dense convolution.
 
-A subclass supplies the factors and two methods:
+:class:`FactorizedConv2d` also holds the one construction path of all three layers (as
+tensorly-torch's factorized convolutions have one ``from_conv``): ``__init__`` and
+:meth:`FactorizedConv2d.from_conv` copy a convolution's hyper-parameters and bias and call the
+subclass's ``decompose`` hook (``to_mps``, ``to_tucker``, ``to_cp``), whose result the
+subclass adopts as parameters. A subclass also describes its factors:
 
-* :meth:`_FactorizedConv2d.kernel` rebuilds the dense weight ``[out, in/groups, kh, kw]`` from
-  the factors (one cached opt_einsum contraction; autograd flows to the factors, no SVD);
-* :meth:`_FactorizedConv2d._factor_steps` optionally describes the factors as a sequence of
-  smaller convolutions, applied to the input one after another.
+* ``_kernel_network`` names them for :meth:`FactorizedConv2d.kernel`, which rebuilds the dense
+  weight ``[out, in/groups, kh, kw]`` (one cached opt_einsum contraction; autograd flows to
+  the factors, no SVD);
+* ``_factor_steps`` optionally describes them as a sequence of smaller convolutions, applied
+  to the input one after another.
 
 ``forward`` runs either the *dense* path (rebuild the kernel, one ``F.conv2d``) or the
 *factored* path (the sequence of small convolutions). With ``path="auto"`` it picks the one
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import opt_einsum
 import torch
@@ -30,7 +35,9 @@ from torch import nn
 
 from ..contract import contract
 
-__all__ = ["PATHS", "FactorStep", "conv_hyperparameters"]
+__all__ = ["PATHS", "FactorStep", "FactorizedConv2d", "conv_hyperparameters"]
+
+_Layer = TypeVar("_Layer", bound="FactorizedConv2d")
 
 #: The forward paths a factorized layer accepts.
 PATHS: tuple[str, ...] = ("auto", "dense", "factored")
@@ -95,11 +102,29 @@ def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
     return (size + p - d * (k - 1) - 1) // s + 1
 
 
-class _FactorizedConv2d(nn.Module):
+class FactorizedConv2d(nn.Module):
     """Base class of :class:`MPSConv2d`, :class:`TuckerConv2d` and :class:`CPConv2d`.
 
-    Not instantiated directly. Subclasses call ``super().__init__`` with the convolution's
-    hyper-parameters, then create their factors (``_set_factors``).
+    Holds the one constructor path of all three: ``__init__`` factors PyTorch's default
+    initialisation of an ``nn.Conv2d`` with the given hyper-parameters, :meth:`from_conv` a
+    given convolution; both copy the hyper-parameters and bias and call the subclass's hooks:
+
+    * ``decompose(kernel, **options)`` (a class- or static method): the decomposition of a
+      dense kernel (:class:`tnconv.KernelMPS`, :class:`tnconv.tucker.KernelTucker`,
+      :class:`tnconv.cp.KernelCP`); ``options`` are the subclass's criteria;
+    * ``_set_factors(decomposition)``: adopt its factors as parameters;
+    * ``_kernel_network`` and ``_factor_steps``: the factors for the shared forward paths.
+
+    Parameters
+    ----------
+    in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode
+        As :class:`torch.nn.Conv2d`, which validates them.
+    path
+        ``"auto"`` (by a FLOP estimate per input shape), ``"dense"`` or ``"factored"``.
+    device, dtype
+        Where the factors live.
+    **options
+        The criteria of the subclass's ``decompose``.
     """
 
     #: Short name used in reports ("mps", "tucker", "cp").
@@ -120,32 +145,78 @@ class _FactorizedConv2d(nn.Module):
         path: str = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        **options: Any,
     ) -> None:
         super().__init__()
-        # nn.Conv2d validates and normalises everything (ValueError naming the bad value);
-        # a meta-device prototype costs no memory.
-        proto = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
-                          padding=padding, dilation=dilation, groups=groups, bias=bias,
-                          padding_mode=padding_mode, device="meta")
-        self.in_channels: int = proto.in_channels
-        self.out_channels: int = proto.out_channels
-        self.kernel_size: tuple[int, int] = tuple(proto.kernel_size)  # type: ignore[assignment]
-        self.stride: tuple[int, int] = tuple(proto.stride)  # type: ignore[assignment]
+        # nn.Conv2d validates and normalises everything (ValueError naming the bad value)
+        source = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
+                           padding=padding, dilation=dilation, groups=groups, bias=bias,
+                           padding_mode=padding_mode, device=device, dtype=dtype)
+        self._adopt(source, path, options)
+
+    @classmethod
+    def from_conv(cls: type[_Layer], conv: nn.Conv2d, *, path: str = "auto",
+                  **options: Any) -> _Layer:
+        """Factor a (trained) ``nn.Conv2d``; same device, dtype and hyper-parameters.
+
+        Parameters
+        ----------
+        conv
+            The source convolution (not modified).
+        path
+            The forward path (see the class).
+        **options
+            The criteria of the subclass's ``decompose``. With none, MPS and Tucker reproduce
+            ``conv`` (to rounding).
+
+        Examples
+        --------
+        >>> import torch, tnconv
+        >>> conv = torch.nn.Conv2d(8, 8, 3, padding=1)
+        >>> layer = tnconv.MPSConv2d.from_conv(conv)
+        >>> x = torch.randn(1, 8, 5, 5)
+        >>> torch.allclose(layer(x), conv(x), atol=1e-5)
+        True
+        """
+        conv_hyperparameters(conv)  # TypeError for anything but an nn.Conv2d
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        layer._adopt(conv, path, options)
+        return layer
+
+    def _adopt(self, conv: nn.Conv2d, path: str, options: dict[str, Any]) -> None:
+        """Copy ``conv``'s hyper-parameters and bias, and factor its kernel."""
+        self.in_channels: int = conv.in_channels
+        self.out_channels: int = conv.out_channels
+        self.kernel_size: tuple[int, int] = tuple(conv.kernel_size)  # type: ignore[assignment]
+        self.stride: tuple[int, int] = tuple(conv.stride)  # type: ignore[assignment]
         self.padding: str | tuple[int, int] = (
-            proto.padding if isinstance(proto.padding, str) else tuple(proto.padding)
+            conv.padding if isinstance(conv.padding, str) else tuple(conv.padding)
         )
-        self.dilation: tuple[int, int] = tuple(proto.dilation)  # type: ignore[assignment]
-        self.groups: int = proto.groups
-        self.padding_mode: str = proto.padding_mode
+        self.dilation: tuple[int, int] = tuple(conv.dilation)  # type: ignore[assignment]
+        self.groups: int = conv.groups
+        self.padding_mode: str = conv.padding_mode
         # F.pad order: (w_left, w_right, h_top, h_bottom)
-        self._pads: tuple[int, ...] = tuple(proto._reversed_padding_repeated_twice)
+        self._pads: tuple[int, ...] = tuple(conv._reversed_padding_repeated_twice)
         self.path = path
-        factory = {"device": device, "dtype": dtype}
-        if bias:
-            self.bias = nn.Parameter(torch.zeros(out_channels, **factory))
+        self._path_cache: dict[tuple[int, ...], bool] = {}
+        if conv.bias is not None:
+            self.bias = nn.Parameter(conv.bias.detach().clone())
         else:
             self.register_parameter("bias", None)
-        self._path_cache: dict[tuple[int, ...], bool] = {}
+        decomposition = type(self).decompose(conv.weight.detach(), **options)
+        self._set_factors(decomposition)
+        #: Relative error of the factored kernel against the one it was built from.
+        self.rel_error: float = decomposition.rel_error
+
+    @classmethod
+    def decompose(cls, kernel: torch.Tensor, **options: Any) -> Any:
+        """The decomposition of a dense kernel that the layer's factors come from (a hook)."""
+        raise NotImplementedError
+
+    def _set_factors(self, decomposition: Any) -> None:
+        """Adopt the factors of ``decomposition`` as parameters (a hook)."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ properties
     @property
@@ -392,24 +463,6 @@ class _FactorizedConv2d(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
                                       missing_keys, unexpected_keys, error_msgs)
 
-    def _load_bias(self, conv: nn.Conv2d) -> None:
-        if self.bias is not None and conv.bias is not None:
-            with torch.no_grad():
-                self.bias.copy_(conv.bias)
-
-    @staticmethod
-    def _random_conv(hyper: dict[str, Any], device: Any, dtype: Any) -> nn.Conv2d:
-        """A freshly initialised dense conv (PyTorch's default init) to factor at construction."""
-        return nn.Conv2d(**hyper, device=device, dtype=dtype)
-
-    def _hyper(self) -> dict[str, Any]:
-        return {
-            "in_channels": self.in_channels, "out_channels": self.out_channels,
-            "kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding,
-            "dilation": self.dilation, "groups": self.groups, "bias": self.bias is not None,
-            "padding_mode": self.padding_mode,
-        }
-
     def _factor_repr(self) -> str:
         return ""
 
@@ -431,22 +484,3 @@ class _FactorizedConv2d(nn.Module):
             s += f", {extra}"
         return s + f", params={self.num_params} ({self.compression_ratio:.2f}x fewer)"
 
-
-def _check_positive_int(name: str, value: Any, *, allow_none: bool = True) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a positive int or None, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
-
-
-def _check_ratio(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"ratio must be a number >= 1 or None, got {value!r}")
-    if not value >= 1.0:
-        raise ValueError(f"ratio (dense params / factored params) must be >= 1, got {value}")
-    return float(value)

@@ -17,23 +17,23 @@ from typing import Any
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..atlas import LayerSpec, select_layers
-from .base import _FactorizedConv2d
-from .cp import CPConv2d
-from .mps import MPSConv2d
-from .tucker import TuckerConv2d
+from ..modules import LayerSpec, select_layers
+from .base import FactorizedConv2d
+from .cp_conv2d import CPConv2d
+from .mps_conv2d import MPSConv2d
+from .tucker_conv2d import TuckerConv2d
 
 __all__ = ["KINDS", "LayerSelector", "LayerReport", "TensorizeReport", "tensorize", "densify"]
 
 #: Factorized layer class by ``kind``.
-KINDS: dict[str, type[_FactorizedConv2d]] = {
+KINDS: dict[str, type[FactorizedConv2d]] = {
     "mps": MPSConv2d,
     "tucker": TuckerConv2d,
     "cp": CPConv2d,
 }
 
 #: What ``layers=`` accepts: None, a name pattern, patterns, or a predicate ``(name, module)``
-#: (the selection of :func:`tnconv.atlas.select_layers`).
+#: (the selection of :func:`tnconv.modules.select_layers`).
 LayerSelector = LayerSpec
 
 
@@ -157,7 +157,7 @@ def tensorize(
         Which ``nn.Conv2d`` modules to replace: ``None`` (default) for every ``nn.Conv2d``,
         1x1 ones included (they hold most of a ResNet-50's weights); a name pattern such as
         ``"layer4.*"`` or a list of them (``fnmatch`` on the qualified module name); or a
-        predicate ``(name, module) -> bool`` (:func:`tnconv.atlas.select_layers`: a pattern
+        predicate ``(name, module) -> bool`` (:func:`tnconv.modules.select_layers`: a pattern
         that matches no ``nn.Conv2d``, or a selection of none, raises ``ValueError``). Only
         ``nn.Conv2d`` modules are ever replaced; subclasses with their own ``forward`` are left
         as they are, with a warning, and listed in ``report.skipped``.
@@ -250,10 +250,10 @@ def densify(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(model, _FactorizedConv2d):
+    if isinstance(model, FactorizedConv2d):
         return model.to_conv()
     target = model if inplace else copy.deepcopy(model)
-    names = [n for n, m in target.named_modules() if isinstance(m, _FactorizedConv2d)]
+    names = [n for n, m in target.named_modules() if isinstance(m, FactorizedConv2d)]
     for name in names:
         _set_submodule(target, name, target.get_submodule(name).to_conv())
     return target

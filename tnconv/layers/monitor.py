@@ -18,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from .mps import MPSConv2d
+from .mps_conv2d import MPSConv2d
 
 __all__ = ["bond_entropies", "recompress", "EntropyLog"]
 

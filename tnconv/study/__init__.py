@@ -10,8 +10,8 @@
 
 from __future__ import annotations
 
+from .model_truncation import truncate_model
 from .retrain import retrain
 from .sweep import sweep
-from .truncation import truncate_model
 
 __all__ = ["truncate_model", "sweep", "retrain"]

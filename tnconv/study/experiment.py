@@ -2,7 +2,7 @@
 
 :func:`run_study` does, for one trained model:
 
-1. train it, or load it from the checkpoint cache (:func:`tnconv.train.train_or_load`); the
+1. train it, or load it from the checkpoint cache (:func:`tnconv.checkpoints.train_or_load`); the
    tiny CI profile instead trains a narrow model for a moment on a training subset;
 2. the spectra atlas of every conv layer over all cuts (:func:`tnconv.spectra_atlas`);
 3. the single-layer sweep over layers x cuts x levels (:func:`tnconv.sweep`);
@@ -12,26 +12,39 @@
 6. a run folder with CSV/JSON tables, PNG plots and a Markdown summary whose findings are
    computed from the tables (:mod:`tnconv.study.report`).
 
-The sweeps write their rows as they go, so running the same command again with the same
-``out`` folder resumes an interrupted run. :func:`build_parser` and :func:`config_from_args`
-give the example scripts one command-line interface.
+Each step is one function (``_step_model``, ``_step_atlas``, ``_step_single_sweep``,
+``_step_all_sweep``, ``_step_retrain``, ``_step_report``) that reads and fills one
+:class:`_Run`. The sweeps write their rows as they go, so running the same command again with the
+same ``out`` folder resumes an interrupted run. The profiles are in
+:mod:`tnconv.study.profiles`; the command line (``tnconv study`` and the example scripts) is
+:func:`tnconv.cli.study_main`.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import platform
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["StudyConfig", "run_study", "build_parser", "config_from_args", "pick_retrain_target"]
+from ..registry import Registry
+from ..runtime import resolve_device
+
+__all__ = ["StudyConfig", "TRAIN_MODES", "pick_retrain_target", "run_study"]
+
+#: How a study gets its model (``StudyConfig.train``).
+TRAIN_MODES: Registry[str] = Registry("train mode", {
+    "cache": "tnconv.checkpoints.train_or_load with the checkpoint cache",
+    "subset": "trained from scratch on train_subset images, no cache",
+    "auto": "the cached checkpoint if there is one, else 'subset' kept in a checkpoint of its own",
+})
 
 
 @dataclasses.dataclass
@@ -47,7 +60,7 @@ class StudyConfig:
     note
         A line printed and written to the summary (e.g. why a model was substituted).
     train
-        ``"cache"``: :func:`tnconv.train.train_or_load` (checkpoint cache); ``"subset"``:
+        ``"cache"``: :func:`tnconv.checkpoints.train_or_load` (checkpoint cache); ``"subset"``:
         train from scratch on ``train_subset`` images for ``train_epochs`` (no cache);
         ``"auto"``: the cached checkpoint of ``train_or_load`` when there is one, else
         ``"subset"`` training kept in a checkpoint of its own next to it.
@@ -122,74 +135,235 @@ def pick_retrain_target(all_rows: Sequence[Mapping[str, Any]], *, threshold: flo
     return max((r for r in lost if float(r["level"]) == low), key=lambda r: r["accuracy_drop"])
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
+@dataclasses.dataclass
+class _Run:
+    """What the steps of one study run share: the config, the folder and every result so far."""
 
-def _model(cfg: StudyConfig, device: torch.device, train: Any, test: Any
-           ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    from ..models import get_model
-    from ..train import (
-        default_checkpoint_path,
-        evaluate,
-        fit,
-        load_checkpoint,
-        save_checkpoint,
-        train_or_load,
-    )
+    cfg: StudyConfig
+    out: Path
+    device: torch.device
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    train: Any = None
+    test: Any = None
+    model: torch.nn.Module | None = None
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+    atlas: Any = None
+    single: Any = None
+    all_rows: Any = None
+    target: dict[str, Any] | None = None
+    curves: dict[str, Any] = dataclasses.field(default_factory=dict)
+    figures: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
-    if cfg.train not in ("cache", "subset", "auto"):
-        raise ValueError(f"unknown train mode {cfg.train!r}; valid: cache, subset, auto")
-    default_path = default_checkpoint_path(cfg.model, cfg.dataset)
-    if cfg.train == "cache" or (cfg.train == "auto" and default_path.is_file()):
-        if cfg.model_kwargs:
-            raise ValueError("model_kwargs need train='subset' (the checkpoint cache holds the "
-                             "default models only)")
-        opts = {} if cfg.train_lr is None else {"lr": cfg.train_lr}
-        epochs = cfg.train_epochs if cfg.train == "cache" else None
-        how = (f"cached checkpoint {default_path}" if default_path.is_file()
-               else "training with the defaults of tnconv.train")
-        _say(f"model: train_or_load({cfg.model!r}, {cfg.dataset!r}) ({how})")
-        model, meta = train_or_load(cfg.model, cfg.dataset, epochs=epochs, device=device,
-                                    progress=cfg.progress, seed=cfg.seed, **opts)
-        return model.to(device).eval(), dict(meta)
-    # train on a subset; "auto" keeps the result in a checkpoint of its own (never the default
-    # cache entry, which holds fully trained models)
-    n = cfg.train_subset or len(train)
-    epochs = cfg.train_epochs or 1
-    spec = {"model": cfg.model, "dataset": cfg.dataset, "train_images": n, "epochs": epochs,
-            "model_kwargs": {k: list(v) if isinstance(v, tuple) else v
-                             for k, v in cfg.model_kwargs.items()},
-            "lr": cfg.train_lr, "seed": cfg.seed}
-    path = default_path.with_name(f"{default_path.stem}-{n}img-{epochs}ep.pt")
-    if cfg.train == "auto" and path.is_file():
-        try:
-            model, meta = load_checkpoint(path, expect=spec, map_location=device)
-            _say(f"model: loaded {path}")
-            return model.to(device).eval(), dict(meta)
-        except ValueError as exc:
-            _say(f"model: retraining, {path} not usable: {exc}")
-    _say(f"model: training {cfg.model} from scratch on {n} training images for {epochs} "
-         f"epoch(s)" + (f", cached as {path}" if cfg.train == "auto" else ""))
-    torch.manual_seed(cfg.seed)
-    model = get_model(cfg.model, train.num_classes, train.in_channels, **cfg.model_kwargs)
-    data = train.subset(n, seed=cfg.seed) if n < len(train) else train
-    opts = {} if cfg.train_lr is None else {"lr": cfg.train_lr}
-    fit(model, data, epochs=epochs, device=device, seed=cfg.seed, progress=cfg.progress, **opts)
-    meta = {**spec, "accuracy": evaluate(model, test)["accuracy"]}
-    if cfg.train == "auto":
-        save_checkpoint(model, path, meta=meta)
-    return model.eval(), meta
+    @contextlib.contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        """Time the ``with`` block as ``timings[step]`` (seconds)."""
+        start = time.perf_counter()
+        yield
+        self.timings[step] = time.perf_counter() - start
+
+    def sweep_options(self) -> dict[str, Any]:
+        """The options both sweeps share."""
+        cfg = self.cfg
+        return dict(layers=cfg.layers, cuts=cfg.cuts, levels=cfg.levels,
+                    batch_size=cfg.batch_size, device=self.device, progress=cfg.progress)
 
 
 def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
 
 
+def _model(cfg: StudyConfig, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The trained model of the study, through :func:`tnconv.checkpoints.train_or_load`."""
+    from ..checkpoints import default_checkpoint_path, train_or_load
+
+    mode = TRAIN_MODES.resolve(cfg.train)
+    default_path = default_checkpoint_path(cfg.model, cfg.dataset)
+    opts: dict[str, Any] = {} if cfg.train_lr is None else {"lr": cfg.train_lr}
+    common = dict(device=device, progress=cfg.progress, seed=cfg.seed, **opts)
+    if mode == "cache" or (mode == "auto" and default_path.is_file()):
+        if cfg.model_kwargs:
+            raise ValueError("model_kwargs need train='subset' (the checkpoint cache holds the "
+                             "default models only)")
+        how = (f"cached checkpoint {default_path}" if default_path.is_file()
+               else "training with the defaults of tnconv.train")
+        _say(f"model: train_or_load({cfg.model!r}, {cfg.dataset!r}) ({how})")
+        epochs = cfg.train_epochs if mode == "cache" else None
+        return train_or_load(cfg.model, cfg.dataset, epochs=epochs, **common)
+    # train on a subset; "auto" keeps the result in a checkpoint of its own (never the default
+    # cache entry, which holds fully trained models)
+    epochs = cfg.train_epochs or 1
+    path = default_path.with_name(
+        f"{default_path.stem}-{cfg.train_subset or 'all'}img-{epochs}ep.pt")
+    if mode == "auto" and path.is_file():
+        _say(f"model: loading {path} (retrained if it does not match)")
+    else:
+        _say(f"model: {cfg.model} trained on {cfg.train_subset or 'all'} training images for "
+             f"{epochs} epoch(s)" + (f", cached as {path}" if mode == "auto" else ""))
+    # augment=True: the subset profiles train as they always have (fit's defaults), so their
+    # run folders and cached checkpoints stay the same
+    return train_or_load(cfg.model, cfg.dataset, epochs=epochs, path=path,
+                         cache=mode == "auto", train_subset=cfg.train_subset,
+                         test_subset=cfg.test_subset, model_kwargs=cfg.model_kwargs,
+                         augment=True, **common)
+
+
+def _step_model(run: _Run) -> None:
+    """1. The data and the trained model."""
+    from ..data import load_dataset
+
+    cfg = run.cfg
+    with run.timed("model"):
+        run.train = load_dataset(cfg.dataset, "train")
+        run.test = load_dataset(cfg.dataset, "test")
+        if cfg.test_subset:
+            run.test = run.test.subset(cfg.test_subset, seed=cfg.seed)
+        model, meta = _model(cfg, run.device)
+        run.model, run.meta = model.to(run.device).eval(), dict(meta)
+    _say(f"1. model ready ({run.timings['model']:.0f} s; test accuracy when trained: "
+         f"{run.meta.get('accuracy', float('nan')):.4f})")
+
+
+def _step_atlas(run: _Run) -> None:
+    """2. The spectra atlas of every conv layer over all cuts."""
+    from ..atlas import spectra_atlas
+
+    with run.timed("atlas"):
+        run.atlas = spectra_atlas(run.model, "all")
+        run.atlas.to_csv(run.out / "atlas.csv")
+    _say(f"2. spectra atlas: {len(run.atlas)} (layer, cut) rows ({run.timings['atlas']:.1f} s)")
+
+
+def _step_single_sweep(run: _Run) -> None:
+    """3. Each selected layer alone, over cuts and levels (resumable)."""
+    from .sweep import sweep
+
+    with run.timed("sweep_single"):
+        run.single = sweep(run.model, run.test, mode="single", out=run.out / "sweep_single.csv",
+                           **run.sweep_options())
+    info = run.single.info
+    _say(f"3. single-layer sweep: {len(run.single)} rows, {info['evaluations']} evaluations "
+         f"({info['eval_mode']} mode, {run.timings['sweep_single']:.0f} s)")
+
+
+def _step_all_sweep(run: _Run) -> None:
+    """4. All selected layers at once, per cut and level (resumable)."""
+    from .sweep import sweep
+
+    with run.timed("sweep_all"):
+        run.all_rows = sweep(run.model, run.test, mode="all", out=run.out / "sweep_all.csv",
+                             **run.sweep_options())
+    _say(f"4. all-layers sweep: {len(run.all_rows)} rows ({run.timings['sweep_all']:.0f} s)")
+
+
+def _step_retrain(run: _Run) -> None:
+    """5. Retrain the most aggressive all-layers truncation that lost accuracy, twice."""
+    from ..records import Records
+    from .model_truncation import truncate_model
+    from .retrain import retrain
+
+    cfg = run.cfg
+    with run.timed("retrain"):
+        run.target = target = pick_retrain_target(run.all_rows, threshold=cfg.threshold)
+        if target is None or cfg.retrain_epochs <= 0:
+            return
+        small, trunc = truncate_model(run.model, cut=target["cut"], keep=float(target["level"]),
+                                      layers=cfg.layers)
+        trunc.to_csv(run.out / "truncation.csv")
+        rtrain = (run.train.subset(cfg.retrain_subset, seed=cfg.seed + 1) if cfg.retrain_subset
+                  else run.train)
+        _say(f"5. retraining all layers truncated along {target['cut']} at keep "
+             f"{target['level']} (accuracy {target['accuracy']:.4f}) on {len(rtrain)} images")
+        for key, keep in (("plain", False), ("kept", True)):
+            _, run.curves[key] = retrain(small, rtrain, epochs=cfg.retrain_epochs,
+                                         keep_truncation=keep, eval_data=run.test,
+                                         lr=cfg.retrain_lr, device=run.device, seed=cfg.seed,
+                                         progress=cfg.progress)
+        rows = Records([{**r, "curve": k, "cut": target["cut"], "level": target["level"]}
+                        for k, c in run.curves.items() for r in c])
+        rows.to_csv(run.out / "recovery.csv")
+
+
+def _figures(run: _Run, f: dict[str, Any], safe: Any) -> list[tuple[str, str]]:
+    """The PNG plots of the run folder, as ``(caption, path)``."""
+    from . import plots
+
+    out, thr = run.out, run.cfg.threshold
+    figs = [("Entropy per layer and cut", plots.plot_entropy(run.atlas, out / "entropy.png")),
+            ("Accuracy against norm loss per cut",
+             plots.plot_accuracy_vs_norm_loss(run.single, out / "accuracy_vs_norm_loss.png",
+                                              all_layers=run.all_rows)),
+            ("Compressibility against depth",
+             plots.plot_depth(safe, out / "compressibility_vs_depth.png", threshold=thr)),
+            ("All layers truncated at once",
+             plots.plot_all_layers(run.all_rows, out / "all_layers.png"))]
+    if run.curves:
+        labels = {"plain": "retrained", "kept": "retrained, truncation kept"}
+        figs.append(("Recovery curve", plots.plot_recovery(
+            {labels[k]: c for k, c in run.curves.items()}, out / "recovery.png",
+            baseline=f["baseline_accuracy"])))
+    return figs
+
+
+def _setup_lines(run: _Run) -> list[str]:
+    """The summary's "Setup" bullets: model, data, sweeps, timings, device."""
+    from ..modules import conv_layers
+
+    cfg, single, t = run.cfg, run.single, run.timings
+    n_params = sum(p.numel() for p in run.model.parameters())
+    n_conv = sum(1 for _ in conv_layers(run.model))
+    return [
+        f"Model `{cfg.model}` ({n_params / 1e6:.2f} M parameters, {n_conv} conv layers), "
+        f"dataset `{cfg.dataset}`, {len(run.test)} test images; profile `{cfg.profile}`."
+        + (f" {cfg.note}" if cfg.note else ""),
+        f"Single-layer sweep: {len(single)} rows ({len(set(r['layer'] for r in single))} layers "
+        f"x {len(set(r['cut'] for r in single))} cuts x {len(cfg.levels)} levels "
+        f"{list(cfg.levels)} kept fractions), {single.info['evaluations']} evaluations "
+        f"({single.info['eval_mode']} evaluation), {t['sweep_single']:.0f} s.",
+        f"All-layers sweep: {len(run.all_rows)} rows, {t['sweep_all']:.0f} s; retraining: "
+        f"{cfg.retrain_epochs} epoch(s), {t['retrain']:.0f} s; whole run {t['total']:.0f} s.",
+        f"Device {run.device} ({_device_name(run.device)}), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} CPU threads.",
+    ]
+
+
+def _step_report(run: _Run, started: float) -> dict[str, Any]:
+    """6. Findings, tables, plots, ``summary.md`` and ``run.json``; returns the findings."""
+    from . import report
+
+    cfg, out = run.cfg, run.out
+    with run.timed("report"):
+        f = report.findings(single=run.single, all_layers=run.all_rows, atlas=run.atlas,
+                            recovery={**run.curves, "target": run.target} if run.curves
+                            else None, threshold=cfg.threshold)
+        _write_json(out / "findings.json", f)
+        safe = report.safe_table(run.single, threshold=cfg.threshold)
+        safe.to_csv(out / "safe_levels.csv", index=False)
+        run.figures = _figures(run, f, safe)
+    run.timings["total"] = time.perf_counter() - started
+    md = report.summary_markdown(f, title=f"Correlation compression of {cfg.model} on "
+                                 f"{cfg.dataset}", setup=_setup_lines(run),
+                                 plots=[(c, os.path.basename(p)) for c, p in run.figures])
+    (out / "summary.md").write_text(md)
+    _write_json(out / "run.json", {
+        "timings": run.timings, "device": str(run.device),
+        "device_name": _device_name(run.device), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "python": platform.python_version(),
+        "model_meta": run.meta, "sweep_single": run.single.info,
+        "sweep_all": run.all_rows.info,
+    })
+    _say(f"6. wrote {out / 'summary.md'} and {len(run.figures)} plots "
+         f"({run.timings['total']:.0f} s in all)")
+    return f
+
+
 def run_study(cfg: StudyConfig) -> dict[str, Any]:
     """Run the study described by ``cfg`` and write its run folder (module docstring).
+
+    Parameters
+    ----------
+    cfg
+        The study (usually a profile of :mod:`tnconv.study.profiles` with options applied).
 
     Returns
     -------
@@ -199,245 +373,30 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
 
     Examples
     --------
-    >>> res = run_study(StudyConfig(profile="tiny", train="subset", ...))  # doctest: +SKIP
+    >>> from tnconv.study.profiles import PROFILE_SETS
+    >>> cfg = PROFILE_SETS["cnn4"].profiles["tiny"]
+    >>> res = run_study(dataclasses.replace(cfg, out="/tmp/tiny"))  # doctest: +SKIP
     >>> sorted(res["files"])[:2]  # doctest: +SKIP
     ['accuracy_vs_norm_loss.png', 'all_layers.png']
     """
-    from ..atlas import Records, spectra_atlas
-    from ..data import load_dataset
-    from . import plots, report
-    from .retrain import retrain
-    from .sweep import sweep
-    from .truncation import truncate_model
-
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    run = _Run(cfg=cfg, out=Path(cfg.out), device=resolve_device(cfg.device))
+    run.out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = _device(cfg.device)
-    timings: dict[str, float] = {}
-    t_all = time.perf_counter()
-    _write_json(out / "config.json", dataclasses.asdict(cfg))
+    _write_json(run.out / "config.json", dataclasses.asdict(cfg))
     if cfg.note:
         _say(f"note: {cfg.note}")
-    _say(f"[{cfg.profile} profile] {cfg.model} on {cfg.dataset}, device {device}; "
-         f"run folder {out}")
-
-    # 1. data and model --------------------------------------------------------------------
-    t = time.perf_counter()
-    train = load_dataset(cfg.dataset, "train")
-    test = load_dataset(cfg.dataset, "test")
-    if cfg.test_subset:
-        test = test.subset(cfg.test_subset, seed=cfg.seed)
-    model, meta = _model(cfg, device, train, test)
-    timings["model"] = time.perf_counter() - t
-    _say(f"1. model ready ({timings['model']:.0f} s; test accuracy when trained: "
-         f"{meta.get('accuracy', float('nan')):.4f})")
-
-    # 2. spectra atlas -----------------------------------------------------------------------
-    t = time.perf_counter()
-    atlas = spectra_atlas(model, "all")
-    atlas.to_csv(out / "atlas.csv")
-    timings["atlas"] = time.perf_counter() - t
-    _say(f"2. spectra atlas: {len(atlas)} (layer, cut) rows ({timings['atlas']:.1f} s)")
-
-    # 3 and 4. sweeps --------------------------------------------------------------------------
-    common = dict(layers=cfg.layers, cuts=cfg.cuts, levels=cfg.levels,
-                  batch_size=cfg.batch_size, device=device, progress=cfg.progress)
-    t = time.perf_counter()
-    single = sweep(model, test, mode="single", out=out / "sweep_single.csv", **common)
-    timings["sweep_single"] = time.perf_counter() - t
-    _say(f"3. single-layer sweep: {len(single)} rows, {single.info['evaluations']} evaluations "
-         f"({single.info['eval_mode']} mode, {timings['sweep_single']:.0f} s)")
-    t = time.perf_counter()
-    all_rows = sweep(model, test, mode="all", out=out / "sweep_all.csv", **common)
-    timings["sweep_all"] = time.perf_counter() - t
-    _say(f"4. all-layers sweep: {len(all_rows)} rows ({timings['sweep_all']:.0f} s)")
-
-    # 5. retraining ------------------------------------------------------------------------------
-    t = time.perf_counter()
-    target = pick_retrain_target(all_rows, threshold=cfg.threshold)
-    curves: dict[str, Records] = {}
-    if target is not None and cfg.retrain_epochs > 0:
-        small, trunc = truncate_model(model, cut=target["cut"], keep=float(target["level"]),
-                                      layers=cfg.layers)
-        trunc.to_csv(out / "truncation.csv")
-        rtrain = train.subset(cfg.retrain_subset, seed=cfg.seed + 1) if cfg.retrain_subset \
-            else train
-        _say(f"5. retraining all layers truncated along {target['cut']} at keep "
-             f"{target['level']} (accuracy {target['accuracy']:.4f}) on {len(rtrain)} images")
-        for key, keep in (("plain", False), ("kept", True)):
-            _, curve = retrain(small, rtrain, epochs=cfg.retrain_epochs, keep_truncation=keep,
-                               eval_data=test, lr=cfg.retrain_lr, device=device,
-                               seed=cfg.seed, progress=cfg.progress)
-            curves[key] = curve
-        rec_rows = Records([{**r, "curve": k, "cut": target["cut"], "level": target["level"]}
-                            for k, c in curves.items() for r in c])
-        rec_rows.to_csv(out / "recovery.csv")
-    timings["retrain"] = time.perf_counter() - t
-
-    # 6. findings, plots, summary ---------------------------------------------------------------
-    t = time.perf_counter()
-    f = report.findings(single=single, all_layers=all_rows, atlas=atlas,
-                        recovery={**curves, "target": target} if curves else None,
-                        threshold=cfg.threshold)
-    _write_json(out / "findings.json", f)
-    safe = report.safe_table(single, threshold=cfg.threshold)
-    safe.to_csv(out / "safe_levels.csv", index=False)
-    figs = [("Entropy per layer and cut", plots.plot_entropy(atlas, out / "entropy.png")),
-            ("Accuracy against norm loss per cut",
-             plots.plot_accuracy_vs_norm_loss(single, out / "accuracy_vs_norm_loss.png",
-                                              all_layers=all_rows)),
-            ("Compressibility against depth",
-             plots.plot_depth(safe, out / "compressibility_vs_depth.png",
-                              threshold=cfg.threshold)),
-            ("All layers truncated at once", plots.plot_all_layers(all_rows,
-                                                                  out / "all_layers.png"))]
-    if curves:
-        labels = {"plain": "retrained", "kept": "retrained, truncation kept"}
-        figs.append(("Recovery curve", plots.plot_recovery(
-            {labels[k]: c for k, c in curves.items()}, out / "recovery.png",
-            baseline=f["baseline_accuracy"])))
-    timings["report"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t_all
-    n_params = sum(p.numel() for p in model.parameters())
-    setup = [
-        f"Model `{cfg.model}` ({n_params / 1e6:.2f} M parameters, "
-        f"{sum(1 for _ in _conv_names(model))} conv layers), dataset `{cfg.dataset}`, "
-        f"{len(test)} test images; profile `{cfg.profile}`." + (f" {cfg.note}" if cfg.note else ""),
-        f"Single-layer sweep: {len(single)} rows ({len(set(r['layer'] for r in single))} layers "
-        f"x {len(set(r['cut'] for r in single))} cuts x {len(cfg.levels)} levels "
-        f"{list(cfg.levels)} kept fractions), {single.info['evaluations']} evaluations "
-        f"({single.info['eval_mode']} evaluation), {timings['sweep_single']:.0f} s.",
-        f"All-layers sweep: {len(all_rows)} rows, {timings['sweep_all']:.0f} s; retraining: "
-        f"{cfg.retrain_epochs} epoch(s), {timings['retrain']:.0f} s; whole run "
-        f"{timings['total']:.0f} s.",
-        f"Device {device} ({_device_name(device)}), torch {torch.__version__}, "
-        f"{torch.get_num_threads()} CPU threads.",
-    ]
-    md = report.summary_markdown(f, title=f"Correlation compression of {cfg.model} on "
-                                 f"{cfg.dataset}", setup=setup,
-                                 plots=[(c, os.path.basename(p)) for c, p in figs])
-    (out / "summary.md").write_text(md)
-    _write_json(out / "run.json", {
-        "timings": timings, "device": str(device), "device_name": _device_name(device),
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "python": platform.python_version(), "model_meta": meta,
-        "sweep_single": single.info, "sweep_all": all_rows.info,
-    })
-    _say(f"6. wrote {out / 'summary.md'} and {len(figs)} plots ({timings['total']:.0f} s in all)")
-    return {"out": str(out), "findings": f, "timings": timings,
-            "files": sorted(p.name for p in out.iterdir())}
-
-
-def _conv_names(model: torch.nn.Module) -> Any:
-    from ..atlas import conv_layers
-
-    return (n for n, _ in conv_layers(model))
+    _say(f"[{cfg.profile} profile] {cfg.model} on {cfg.dataset}, device {run.device}; "
+         f"run folder {run.out}")
+    for step in (_step_model, _step_atlas, _step_single_sweep, _step_all_sweep, _step_retrain):
+        step(run)
+    f = _step_report(run, started)
+    return {"out": str(run.out), "findings": f, "timings": run.timings,
+            "files": sorted(p.name for p in run.out.iterdir())}
 
 
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return platform.processor() or platform.machine()
-
-
-# -- command line shared by the examples -----------------------------------------------------
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        vals = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}"
-                                         ) from exc
-    if not vals or any(not 0 < v <= 1 for v in vals):
-        raise argparse.ArgumentTypeError(f"levels must be fractions in (0, 1], got {text!r}")
-    return vals
-
-
-def _names(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
-
-
-def build_parser(description: str, profiles: Mapping[str, StudyConfig]) -> argparse.ArgumentParser:
-    """The command-line interface of the study examples (every option documented)."""
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="profiles (--full / --quick / --tiny):\n" + "\n".join(
-                                    f"  {'quick' if k == 'cpu' else k} (model {v.model}): "
-                                    f"{v.note or 'everything, as described above'}"
-                                    for k, v in profiles.items()))
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--full", action="store_true",
-                   help="run everything (all conv layers, all 7 cuts, 6 levels, the whole test "
-                        "set, longer retraining); the default on a GPU")
-    g.add_argument("--quick", action="store_true",
-                   help="the quick profile (the default without a GPU; <= 15 min on 2 cores)")
-    g.add_argument("--tiny", action="store_true",
-                   help="the tiny CI profile (a narrow model trained briefly; about a minute)")
-    p.add_argument("--dataset", choices=["fashion-mnist", "mnist", "cifar10", "cifar100"],
-                   help="dataset (default fashion-mnist; cifar10/cifar100 is the study's setting)")
-    p.add_argument("--model", help="model name for tnconv.models.get_model (overrides the "
-                                   "profile's)")
-    p.add_argument("--out", help="run folder (default runs/<script>-<dataset>-<profile>); "
-                                 "rerunning with the same folder resumes the sweeps")
-    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    p.add_argument("--epochs", type=int, help="retraining epochs of the truncated model")
-    p.add_argument("--train-epochs", type=int, help="training epochs of the model (default: "
-                                                    "tnconv.train's defaults / the checkpoint)")
-    p.add_argument("--levels", type=_floats,
-                   help="kept fractions of the singular values, e.g. 1,0.75,0.5,0.25,0.1,0.05")
-    p.add_argument("--layers", type=_names,
-                   help="comma-separated layer names or fnmatch patterns, e.g. 'layer4.*'")
-    p.add_argument("--cuts", type=_cut_list,
-                   help="cuts separated by ';', e.g. 'out|in,kh,kw;out,kh|in,kw' "
-                        "(default: all 7 bipartitions)")
-    p.add_argument("--test-subset", type=int, help="number of test images (0: all)")
-    p.add_argument("--batch-size", type=int, help="evaluation batch size")
-    p.add_argument("--threshold", type=float,
-                   help="largest accuracy drop counted as little loss (default 0.01)")
-    p.add_argument("--threads", type=int,
-                   help="CPU threads for torch (default: the profile's, 1 for the quick and "
-                        "tiny profiles, which is faster on a busy 2-core CPU; else torch's)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return p
-
-
-def _cut_list(text: str) -> list[str]:
-    return [c.strip() for c in text.split(";") if c.strip()]
-
-
-def config_from_args(args: argparse.Namespace, profiles: Mapping[str, StudyConfig], *,
-                     script: str) -> StudyConfig:
-    """The profile chosen by the flags (``--full``/``--quick``/``--tiny``, else by the device)
-    with the other options applied."""
-    device = args.device or "auto"
-    if args.full:
-        name = "full"
-    elif args.tiny:
-        name = "tiny"
-    elif args.quick:
-        name = "cpu"
-    else:
-        name = "full" if _device(device).type == "cuda" else "cpu"
-        if name == "cpu":
-            _say("no GPU: using the quick CPU profile (a test subset, fewer levels, short "
-                 "retraining); pass --full to run everything")
-    cfg = dataclasses.replace(profiles[name], device=device)
-    overrides = {
-        "dataset": args.dataset, "model": args.model, "retrain_epochs": args.epochs,
-        "train_epochs": args.train_epochs, "levels": args.levels, "layers": args.layers,
-        "cuts": args.cuts, "batch_size": args.batch_size, "threshold": args.threshold,
-        "threads": args.threads, "seed": args.seed,
-    }
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
-    if args.model and args.model != profiles[name].model:
-        cfg = dataclasses.replace(cfg, note=f"model {args.model} chosen on the command line",
-                                  model_kwargs={})
-    if args.test_subset is not None:
-        cfg = dataclasses.replace(cfg, test_subset=args.test_subset or None)
-    if args.no_progress:
-        cfg = dataclasses.replace(cfg, progress=False)
-    cfg.out = args.out or os.path.join("runs", f"{script}-{cfg.dataset}-{name}")
-    return cfg

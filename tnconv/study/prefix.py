@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import as_tensors
+from ..runtime import autocast
 
 __all__ = ["PrefixRunner", "model_stages", "Metrics"]
 
@@ -147,9 +148,7 @@ class PrefixRunner:
 
     # -- helpers ---------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.device, enabled=self.amp)
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for start in range(0, self.n, self.batch_size):

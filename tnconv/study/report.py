@@ -188,6 +188,119 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
+def _cuts_sentence(f: dict[str, Any]) -> list[str]:
+    cuts, thr = f["cuts"], f["threshold"]
+    if not cuts:
+        return []
+    best, worst = cuts[0], cuts[-1]
+    return [
+        f"- **Cuts, one layer at a time.** `{best['cut']}` truncates best: on average "
+        f"{_pct(best['mean_safe_norm_loss'])} of a kernel's norm goes with little loss "
+        f"(median safe level: keep {_pct(best['median_safe_level'])} of the singular "
+        f"values); `{worst['cut']}` is the least compressible "
+        f"({_pct(worst['mean_safe_norm_loss'])}). At the most aggressive level, "
+        f"{best['layers_safe_at_min_level']} of {best['layers']} layers stay within "
+        f"{_pct(thr)} along `{best['cut']}`."]
+
+
+def _layers_sentence(f: dict[str, Any]) -> list[str]:
+    layers = f["layers"]
+    if not layers:
+        return []
+    top = max(layers, key=lambda r: r["mean_safe_norm_loss"])
+    low = min(layers, key=lambda r: r["mean_safe_norm_loss"])
+    rho = f["depth_correlation"]
+    trend = ("grows with depth" if rho > 0.3 else "shrinks with depth" if rho < -0.3
+             else "shows no clear trend with depth")
+    rho_text = "n/a" if math.isnan(rho) else f"{rho:+.2f}"
+    return [
+        f"- **Layers.** The most compressible layer is `{top['layer']}` (mean safe norm "
+        f"loss over cuts {_pct(top['mean_safe_norm_loss'])}, best along `{top['best_cut']}`: "
+        f"{_pct(top['best_safe_norm_loss'])}); the least is `{low['layer']}` "
+        f"({_pct(low['mean_safe_norm_loss'])}). Compressibility {trend} "
+        f"(Spearman correlation with depth {rho_text} over {len(layers)} layers)."]
+
+
+def _all_layers_sentence(f: dict[str, Any]) -> list[str]:
+    rows, thr = f.get("all_layers", []), f["threshold"]
+    if not rows:
+        return []
+    row, worst = rows[0], rows[-1]
+    if row["safe_level"] is None:
+        best = _best_min(rows)
+        return [
+            f"- **All layers at once.** No cut keeps the accuracy within {_pct(thr)} at the "
+            f"levels swept below 100%; at keep {_pct(row['min_level'])} the best cut, "
+            f"`{best['cut']}`, keeps {_pct(best['min_level_accuracy'])} accuracy."]
+    return [
+        f"- **All layers at once.** Along `{row['cut']}` every layer can be truncated to "
+        f"keep {_pct(row['safe_level'])} of its singular values with little loss "
+        f"(norm loss {_pct(row['safe_norm_loss'])}, dense/factored parameters "
+        f"{row['safe_compression'] or float('nan'):.2f}); at keep "
+        f"{_pct(row['min_level'])} the accuracy is "
+        f"{_pct(row['min_level_accuracy'])}. The hardest cut is `{worst['cut']}` "
+        f"(accuracy {_pct(worst['min_level_accuracy'])} at keep {_pct(worst['min_level'])})."]
+
+
+def _entropy_sentence(f: dict[str, Any]) -> list[str]:
+    ent = f.get("entropy")
+    if not ent:
+        return []
+    lo = min(ent, key=lambda e: e["mean_relative_entropy"])
+    hi = max(ent, key=lambda e: e["mean_relative_entropy"])
+    return [
+        f"- **Entropy.** Relative to its maximum (log2 of the full rank), the entanglement "
+        f"entropy is lowest along `{lo['cut']}` ({100 * lo['mean_relative_entropy']:.0f}% "
+        f"of the maximum on average over layers, {lo['mean_entropy']:.2f} bits) and highest "
+        f"along `{hi['cut']}` ({100 * hi['mean_relative_entropy']:.0f}%, "
+        f"{hi['mean_entropy']:.2f} bits): the lower, the more the spectrum is concentrated "
+        "in a few singular values."]
+
+
+def _recovery_sentence(f: dict[str, Any]) -> list[str]:
+    rec, thr = f.get("recovery"), f["threshold"]
+    if not rec or not rec.get("plain"):
+        return []
+    t = rec.get("target") or {}
+    p, k = rec["plain"], rec.get("kept")
+    n_ep = len(p["accuracy"]) - 1
+
+    def _when(r: dict[str, Any]) -> str:
+        e = r["epochs_to_baseline"]
+        return (f"back within {_pct(thr)} of the baseline after {e} epoch(s)" if e is not None
+                else f"not back within {_pct(thr)} of the baseline in {n_ep} epoch(s)")
+
+    head = (f"`{t.get('cut')}` at keep {_pct(t.get('level'))} on all layers"
+            if t else "the truncated model")
+    text = (f"- **Retraining.** {head} drops the accuracy to {_pct(p['accuracy'][0])}; "
+            f"retraining brings it to {_pct(p['accuracy'][-1])} after {n_ep} epoch(s) "
+            f"({_pct(p['recovered'])} of the loss recovered, {_when(p)})")
+    if k:
+        text += (f"; keeping the truncation (ranks fixed) it reaches {_pct(k['accuracy'][-1])}"
+                 f" ({_when(k)}), so the recovered model stays compressed")
+    return [text + "."]
+
+
+def _tables(f: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    if f["cuts"]:
+        lines += ["### Cuts, ranked by mean safe norm loss (single layer)", "",
+                  "| cut | mean safe norm loss | median safe level | mean drop at min level |",
+                  "|---|---|---|---|"]
+        lines += [f"| {_cell(c['cut'])} | {_pct(c['mean_safe_norm_loss'])} | "
+                  f"{_pct(c['median_safe_level'])} | {_pct(c['mean_worst_drop'])} |"
+                  for c in f["cuts"]]
+        lines.append("")
+    if f["layers"]:
+        lines += ["### Layers", "", "| layer | depth | mean safe norm loss | best cut | "
+                  "its safe norm loss |", "|---|---|---|---|---|"]
+        lines += [f"| `{r['layer']}` | {r['index']} | {_pct(r['mean_safe_norm_loss'])} | "
+                  f"{_cell(r['best_cut'])} | {_pct(r['best_safe_norm_loss'])} |"
+                  for r in f["layers"]]
+        lines.append("")
+    return lines
+
+
 def summary_markdown(f: dict[str, Any], *, title: str, setup: Sequence[str] = (),
                      plots: Sequence[tuple[str, str]] = ()) -> str:
     """A Markdown summary of :func:`findings`: the findings in sentences, with numbers.
@@ -202,101 +315,31 @@ def summary_markdown(f: dict[str, Any], *, title: str, setup: Sequence[str] = ()
         Bullet lines describing the run (model, data, profile, timings).
     plots
         ``(caption, relative path)`` of the PNG files to show.
+
+    Returns
+    -------
+    str
+        The Markdown text: setup, findings (one bullet per kind), tables, plots.
+
+    Examples
+    --------
+    >>> f = dict(threshold=0.01, baseline_accuracy=0.9, n=100, cuts=[], layers=[])
+    >>> print(summary_markdown(f, title="Study").splitlines()[0])
+    # Study
     """
-    thr = f["threshold"]
     lines = [f"# {title}", ""]
     if setup:
         lines += ["## Setup", "", *[f"- {s}" for s in setup], ""]
     lines += ["## Findings", "",
               f"Baseline test accuracy: **{_pct(f['baseline_accuracy'])}** on {f['n']} images. "
-              f"\"Little loss\" means an accuracy drop of at most {_pct(thr)}; the *safe norm "
-              "loss* of a layer along a cut is the norm lost at the most aggressive level that "
-              "stays within it.", ""]
-    cuts = f["cuts"]
-    if cuts:
-        best, worst = cuts[0], cuts[-1]
-        lines.append(
-            f"- **Cuts, one layer at a time.** `{best['cut']}` truncates best: on average "
-            f"{_pct(best['mean_safe_norm_loss'])} of a kernel's norm goes with little loss "
-            f"(median safe level: keep {_pct(best['median_safe_level'])} of the singular "
-            f"values); `{worst['cut']}` is the least compressible "
-            f"({_pct(worst['mean_safe_norm_loss'])}). At the most aggressive level, "
-            f"{best['layers_safe_at_min_level']} of {best['layers']} layers stay within "
-            f"{_pct(thr)} along `{best['cut']}`.")
-    layers = f["layers"]
-    if layers:
-        top = max(layers, key=lambda r: r["mean_safe_norm_loss"])
-        low = min(layers, key=lambda r: r["mean_safe_norm_loss"])
-        rho = f["depth_correlation"]
-        trend = ("grows with depth" if rho > 0.3 else "shrinks with depth" if rho < -0.3
-                 else "shows no clear trend with depth")
-        rho_text = "n/a" if math.isnan(rho) else f"{rho:+.2f}"
-        lines.append(
-            f"- **Layers.** The most compressible layer is `{top['layer']}` (mean safe norm "
-            f"loss over cuts {_pct(top['mean_safe_norm_loss'])}, best along `{top['best_cut']}`: "
-            f"{_pct(top['best_safe_norm_loss'])}); the least is `{low['layer']}` "
-            f"({_pct(low['mean_safe_norm_loss'])}). Compressibility {trend} "
-            f"(Spearman correlation with depth {rho_text} over {len(layers)} layers).")
-    for row in f.get("all_layers", [])[:1]:
-        worst = f["all_layers"][-1]
-        lines.append(
-            f"- **All layers at once.** Along `{row['cut']}` every layer can be truncated to "
-            f"keep {_pct(row['safe_level'])} of its singular values with little loss "
-            f"(norm loss {_pct(row['safe_norm_loss'])}, dense/factored parameters "
-            f"{row['safe_compression'] or float('nan'):.2f}); at keep "
-            f"{_pct(row['min_level'])} the accuracy is "
-            f"{_pct(row['min_level_accuracy'])}. The hardest cut is `{worst['cut']}` "
-            f"(accuracy {_pct(worst['min_level_accuracy'])} at keep {_pct(worst['min_level'])})."
-            if row["safe_level"] is not None else
-            f"- **All layers at once.** No cut keeps the accuracy within {_pct(thr)} at the "
-            f"levels swept below 100%; at keep {_pct(row['min_level'])} the best cut, "
-            f"`{_best_min(f['all_layers'])['cut']}`, keeps "
-            f"{_pct(_best_min(f['all_layers'])['min_level_accuracy'])} accuracy.")
-    ent = f.get("entropy")
-    if ent:
-        lo = min(ent, key=lambda e: e["mean_relative_entropy"])
-        hi = max(ent, key=lambda e: e["mean_relative_entropy"])
-        lines.append(
-            f"- **Entropy.** Relative to its maximum (log2 of the full rank), the entanglement "
-            f"entropy is lowest along `{lo['cut']}` ({100 * lo['mean_relative_entropy']:.0f}% "
-            f"of the maximum on average over layers, {lo['mean_entropy']:.2f} bits) and highest "
-            f"along `{hi['cut']}` ({100 * hi['mean_relative_entropy']:.0f}%, "
-            f"{hi['mean_entropy']:.2f} bits): the lower, the more the spectrum is concentrated "
-            "in a few singular values.")
-    rec = f.get("recovery")
-    if rec and rec.get("plain"):
-        t = rec.get("target") or {}
-        p, k = rec["plain"], rec.get("kept")
-        n_ep = len(p["accuracy"]) - 1
-
-        def _when(r: dict[str, Any]) -> str:
-            e = r["epochs_to_baseline"]
-            return (f"back within {_pct(thr)} of the baseline after {e} epoch(s)" if e is not None
-                    else f"not back within {_pct(thr)} of the baseline in {n_ep} epoch(s)")
-
-        head = (f"`{t.get('cut')}` at keep {_pct(t.get('level'))} on all layers"
-                if t else "the truncated model")
-        text = (f"- **Retraining.** {head} drops the accuracy to {_pct(p['accuracy'][0])}; "
-                f"retraining brings it to {_pct(p['accuracy'][-1])} after {n_ep} epoch(s) "
-                f"({_pct(p['recovered'])} of the loss recovered, {_when(p)})")
-        if k:
-            text += (f"; keeping the truncation (ranks fixed) it reaches {_pct(k['accuracy'][-1])}"
-                     f" ({_when(k)}), so the recovered model stays compressed")
-        lines.append(text + ".")
+              f"\"Little loss\" means an accuracy drop of at most {_pct(f['threshold'])}; the "
+              "*safe norm loss* of a layer along a cut is the norm lost at the most aggressive "
+              "level that stays within it.", ""]
+    for sentences in (_cuts_sentence, _layers_sentence, _all_layers_sentence,
+                      _entropy_sentence, _recovery_sentence):
+        lines += sentences(f)
     lines.append("")
-    if cuts:
-        lines += ["### Cuts, ranked by mean safe norm loss (single layer)", "",
-                  "| cut | mean safe norm loss | median safe level | mean drop at min level |",
-                  "|---|---|---|---|"]
-        lines += [f"| {_cell(c['cut'])} | {_pct(c['mean_safe_norm_loss'])} | "
-                  f"{_pct(c['median_safe_level'])} | {_pct(c['mean_worst_drop'])} |" for c in cuts]
-        lines.append("")
-    if layers:
-        lines += ["### Layers", "", "| layer | depth | mean safe norm loss | best cut | "
-                  "its safe norm loss |", "|---|---|---|---|---|"]
-        lines += [f"| `{r['layer']}` | {r['index']} | {_pct(r['mean_safe_norm_loss'])} | "
-                  f"{_cell(r['best_cut'])} | {_pct(r['best_safe_norm_loss'])} |" for r in layers]
-        lines.append("")
+    lines += _tables(f)
     if plots:
         lines += ["## Plots", ""]
         lines += [f"![{cap}]({path})" for cap, path in plots]

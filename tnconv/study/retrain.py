@@ -31,10 +31,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..decomp import svd
+from ..records import Records
 from ..spectra import matricize
 from ..truncate import CutSVD
-from .records import Records
-from .truncation import REPORT_ATTR
+from .model_truncation import REPORT_ATTR
 
 __all__ = ["retrain", "Projector", "PROJECTIONS"]
 
@@ -53,7 +54,7 @@ class _CutProjection:
         self.shape = tuple(weight.shape)
         self.cut, self.rank, self.projection = cut, rank, projection
         if projection == "subspace":
-            u, _, vh = torch.linalg.svd(m, full_matrices=False)
+            u, _, vh = svd(m)
             self.u, self.vh = u[:, :rank], vh[:rank]
 
     def __call__(self, weight: torch.Tensor) -> torch.Tensor:
@@ -185,7 +186,8 @@ def retrain(
     >>> [round(r["accuracy"], 3) for r in curve]  # doctest: +SKIP
     [0.412, 0.887, 0.902]
     """
-    from ..train import evaluate, fit, resolve_device
+    from ..runtime import resolve_device
+    from ..train import evaluate, fit
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -41,11 +41,13 @@ import torch
 from torch import nn
 
 from ..cuts import all_cuts, parse_cut
+from ..decomp import Criteria
 from ..legs import kernel_legs
-from ..truncate import CutSVD, criteria_from
+from ..records import Records, RowLog
+from ..runtime import model_device
+from ..truncate import CutSVD
+from .model_truncation import LayerSpec, combined_errors, select_layers
 from .prefix import PrefixRunner
-from .records import Records, RowLog
-from .truncation import LayerSpec, combined_errors, select_layers
 
 __all__ = ["sweep", "SWEEP_FIELDS", "DEFAULT_LEVELS", "SWEEP_MODES", "LEVEL_CRITERIA"]
 
@@ -124,7 +126,7 @@ def _check_args(mode: str, criterion: str, levels: Sequence[Any], cuts: Any) -> 
         raise TypeError(f"levels must be a non-empty sequence of {criterion} values, "
                         f"got {levels!r}")
     for level in levels:
-        criteria_from({criterion: level})
+        Criteria.from_mapping({criterion: level})
     if len(set(map(float, levels))) != len(levels):
         raise ValueError(f"levels must be distinct, got {list(levels)}")
     if not (cuts == "all" or (isinstance(cuts, Sequence) and not isinstance(cuts, str)
@@ -245,15 +247,11 @@ def sweep(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     levels = _check_args(mode, criterion, levels, cuts)
     t0 = time.perf_counter()
-    if device is None:
-        p = next(model.parameters(), None)
-        device = p.device if p is not None else torch.device("cpu")
-    device = torch.device(device)
+    device = model_device(model) if device is None else torch.device(device)
     if amp is None:
         amp = device.type == "cuda"
     if cache_bytes is None and device.type == "cuda":
         cache_bytes = torch.cuda.get_device_properties(device).total_memory // 4
-
     work = copy.deepcopy(model).to(device).eval()
     for p in work.parameters():
         p.requires_grad_(False)
@@ -262,59 +260,79 @@ def sweep(
     # select on the given model (a predicate may compare modules), work on the copy
     chosen = [(n, work.get_submodule(n))
               for n, _ in select_layers(model, layers, include_linear=include_linear)]
-    layer_cuts = {n: _layer_cuts(n, m.weight, cuts) for n, m in chosen}
+    sink = _RowSink(out, callback)
+    todo = _todo(mode, chosen, cuts, levels, criterion, sink.done)  # checks every cut first
     runner = PrefixRunner(work, data, batch_size=batch_size, device=device, amp=amp,
                           cache_bytes=cache_bytes, use_prefix=use_prefix)
-    log = RowLog(out, SWEEP_FIELDS, string_fields=_STRING_FIELDS) if out is not None else None
-    rows = Records(log.read() if log is not None else [])
-    done = {_key(r) for r in rows}
-    info: dict[str, Any] = {"eval_mode": runner.mode, "stages": len(runner.stages),
-                            "evaluations": 0, "svds": 0, "rows_new": 0}
-
     baseline = runner.evaluate()
-    info["evaluations"] += 1
+    info: dict[str, Any] = {"eval_mode": runner.mode, "stages": len(runner.stages),
+                            "evaluations": 1, "svds": 0, "rows_new": 0}
     base = {"baseline_accuracy": baseline["accuracy"], "baseline_loss": baseline["loss"]}
-    if rows:
-        _check_resumable(rows, out, baseline, mode, len(chosen))
-
-    def emit(row: dict[str, Any]) -> None:
-        row = {f: row.get(f) for f in SWEEP_FIELDS}
-        rows.append(row)
-        done.add(_key(row))
-        info["rows_new"] += 1
-        if log is not None:
-            log.append(row)
-        bar.update(1)
-        if callback is not None:
-            callback(row)
-
-    if mode == "single":
-        todo = [(n, m, c, lv) for n, m in chosen for c in layer_cuts[n] for lv in levels
-                if ("single", n, c, criterion, float(lv)) not in done]
-    else:
-        cut_list = layer_cuts[chosen[0][0]]
-        for n, _ in chosen:
-            if layer_cuts[n] != cut_list:
-                raise ValueError(f"mode='all' needs the same cuts for every layer; layer {n!r} "
-                                 f"has {layer_cuts[n]}, {chosen[0][0]!r} has {cut_list}")
-        todo = [(ALL_LAYERS, None, c, lv) for c in cut_list for lv in levels
-                if ("all", ALL_LAYERS, c, criterion, float(lv)) not in done]
-    bar = _progress(len(todo), progress, f"sweep ({mode}, {runner.mode} evaluation)")
+    if sink.rows:
+        _check_resumable(sink.rows, out, baseline, mode, len(chosen))
     try:
-        if log is not None:
-            log.open()
+        sink.open(len(todo), progress, f"sweep ({mode}, {runner.mode} evaluation)", info)
         if mode == "single":
-            _run_single(todo, runner, criterion, reuse_svd, index, base, info, emit)
+            _run_single(todo, runner, criterion, reuse_svd, index, base, info, sink.emit)
         else:
-            _run_all(todo, chosen, runner, criterion, reuse_svd, base, info, emit)
+            _run_all(todo, chosen, runner, criterion, reuse_svd, base, info, sink.emit)
     finally:
-        bar.close()
-        if log is not None:
-            log.close()
+        sink.close()
         runner.release()
     info["seconds"] = time.perf_counter() - t0
-    rows.info = info  # type: ignore[attr-defined]
-    return rows
+    sink.rows.info = info  # type: ignore[attr-defined]
+    return sink.rows
+
+
+class _RowSink:
+    """Where new rows go: the returned Records, the resumable file, the bar and the callback."""
+
+    def __init__(self, out: Any, callback: Callable[[dict[str, Any]], None] | None) -> None:
+        self.log = (RowLog(out, SWEEP_FIELDS, string_fields=_STRING_FIELDS)
+                    if out is not None else None)
+        self.rows = Records(self.log.read() if self.log is not None else [])
+        self.done = {_key(r) for r in self.rows}
+        self.callback = callback
+        self.bar: Any = None
+
+    def open(self, total: int, progress: bool, desc: str, info: dict[str, Any]) -> None:
+        self.info = info
+        self.bar = _progress(total, progress, desc)
+        if self.log is not None:
+            self.log.open()
+
+    def emit(self, row: dict[str, Any]) -> None:
+        row = {f: row.get(f) for f in SWEEP_FIELDS}
+        self.rows.append(row)
+        self.done.add(_key(row))
+        self.info["rows_new"] += 1
+        if self.log is not None:
+            self.log.append(row)
+        self.bar.update(1)
+        if self.callback is not None:
+            self.callback(row)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.log is not None:
+            self.log.close()
+
+
+def _todo(mode: str, chosen: list[tuple[str, nn.Module]], cuts: Any, levels: list[Any],
+          criterion: str, done: set) -> list[tuple[str, Any, str, Any]]:
+    """The (layer, module, cut, level) rows still to compute (rows in ``done`` are skipped)."""
+    layer_cuts = {n: _layer_cuts(n, m.weight, cuts) for n, m in chosen}
+    if mode == "single":
+        return [(n, m, c, lv) for n, m in chosen for c in layer_cuts[n] for lv in levels
+                if ("single", n, c, criterion, float(lv)) not in done]
+    cut_list = layer_cuts[chosen[0][0]]
+    for n, _ in chosen:
+        if layer_cuts[n] != cut_list:
+            raise ValueError(f"mode='all' needs the same cuts for every layer; layer {n!r} "
+                             f"has {layer_cuts[n]}, {chosen[0][0]!r} has {cut_list}")
+    return [(ALL_LAYERS, None, c, lv) for c in cut_list for lv in levels
+            if ("all", ALL_LAYERS, c, criterion, float(lv)) not in done]
 
 
 def _metrics_row(metrics: dict[str, float], base: dict[str, float]) -> dict[str, Any]:

@@ -40,11 +40,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..atlas import LayerSpec, select_layers
 from ..cuts import parse_cut
+from ..decomp import Criteria
 from ..legs import kernel_legs
-from ..truncate import CutSVD, criteria_from
-from .records import Records
+from ..modules import LayerSpec, select_layers
+from ..records import Records
+from ..truncate import CutSVD
 
 __all__ = ["truncate_model", "per_layer", "select_layers", "LayerSpec"]
 
@@ -83,13 +84,13 @@ def _as_cuts(cut: Any, name: str) -> list[str]:
 
 
 def _truncate_kernel(
-    weight: torch.Tensor, cuts: Sequence[str], criteria: dict[str, Any]
+    weight: torch.Tensor, cuts: Sequence[str], criteria: Criteria
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Truncate along each cut in turn; the report of the combined result."""
     w = weight.detach()
     reports = []
     for c in cuts:
-        w, rep = CutSVD(w, c).truncate(**criteria)
+        w, rep = CutSVD(w, c).truncate(criteria)
         reports.append(rep)
     last = reports[-1].as_dict()
     if len(reports) > 1:
@@ -173,7 +174,7 @@ def truncate_model(
         crit = {k: per_layer(v, name) for k, v in given.items()}
         if crit["cutoff"] is None and isinstance(cutoff, Mapping):
             crit["cutoff_mode"] = None  # the mode goes with the layers that have a cutoff
-        crit = criteria_from({k: v for k, v in crit.items() if v is not None})
+        crit = Criteria.from_mapping({k: v for k, v in crit.items() if v is not None})
         cuts = _as_cuts(per_layer(cut, name), name)
         legs = kernel_legs(module.weight)
         for c in cuts:
@@ -189,7 +190,7 @@ def truncate_model(
         w_t, row = _truncate_kernel(module.weight, cuts, crit)
         with torch.no_grad():
             module.weight.copy_(w_t)
-        rows.append({"layer": name, "kind": type(module).__name__, **row, **crit})
+        rows.append({"layer": name, "kind": type(module).__name__, **row, **crit.as_dict()})
     # keep the rows of earlier truncations of this model: retrain keeps them all
     setattr(target, REPORT_ATTR, Records([*(getattr(target, REPORT_ATTR, None) or []), *rows]))
     return target, rows

@@ -19,9 +19,12 @@ import torch
 from torch import nn
 
 from ..cuts import CutSpec, default_chain, parse_cut
+from ..decomp import check_positive_int, check_ratio
 from ..legs import SplitSpec
+from ..mps import KernelMPS, to_mps
 from ..network import layout
-from .base import FactorStep, _check_ratio, _FactorizedConv2d, conv_hyperparameters
+from ..spectra import entropy
+from .base import FactorizedConv2d, FactorStep
 
 __all__ = ["MPSConv2d"]
 
@@ -52,7 +55,7 @@ def _max_bond_for_ratio(phys: list[int], ratio: float) -> int:
     return best
 
 
-class MPSConv2d(_FactorizedConv2d):
+class MPSConv2d(FactorizedConv2d):
     """A ``Conv2d`` whose kernel is a matrix product state along a chain of legs.
 
     Parameters
@@ -61,7 +64,8 @@ class MPSConv2d(_FactorizedConv2d):
         As :class:`torch.nn.Conv2d` (``padding`` may be ``"same"`` or ``"valid"``); grouped
         kernels ``[out, in/groups, kh, kw]`` are factored as they are.
     cut
-        The chain, e.g. ``"out|kh|kw|in"`` (default) or ``"out,kh|kw|in"``; ``None``: the
+        Keyword-only, as all the options below (:meth:`decompose` takes them). The chain,
+        e.g. ``"out|kh|kw|in"`` (default) or ``"out,kh|kw|in"``; ``None``: the
         default chain of :func:`tnconv.to_mps` (one site per sub-leg with ``split``).
     max_bond, keep, max_error, cutoff, cutoff_mode
         Truncation criteria of :func:`tnconv.to_mps`. With none, the chain is exact.
@@ -99,104 +103,58 @@ class MPSConv2d(_FactorizedConv2d):
 
     kind = "mps"
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int | tuple[int, int],
-        stride: int | tuple[int, int] = 1,
-        padding: str | int | tuple[int, int] = 0,
-        dilation: int | tuple[int, int] = 1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        *,
-        cut: CutSpec | None = _DEFAULT_CUT,
-        max_bond: int | None = None,
-        keep: float | None = None,
-        max_error: float | None = None,
-        cutoff: float | None = None,
-        cutoff_mode: str | None = None,
-        ratio: float | None = None,
-        split: SplitSpec = None,
-        path: str = "auto",
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                         groups, bias, padding_mode, path=path, device=device, dtype=dtype)
-        conv = self._random_conv(self._hyper(), device, dtype)
-        self._load(conv.weight, cut=cut, max_bond=max_bond, keep=keep, max_error=max_error,
-                   cutoff=cutoff, cutoff_mode=cutoff_mode, ratio=ratio, split=split)
-        self._load_bias(conv)
-
     @classmethod
-    def from_conv(
+    def decompose(
         cls,
-        conv: nn.Conv2d,
-        *,
+        kernel: torch.Tensor,
         cut: CutSpec | None = _DEFAULT_CUT,
-        max_bond: int | None = None,
-        keep: float | None = None,
-        max_error: float | None = None,
-        cutoff: float | None = None,
-        cutoff_mode: str | None = None,
+        *,
         ratio: float | None = None,
         split: SplitSpec = None,
-        path: str = "auto",
-    ) -> MPSConv2d:
-        """Decompose a (trained) ``nn.Conv2d``; same device, dtype and hyper-parameters.
+        **criteria: Any,
+    ) -> KernelMPS:
+        """:func:`tnconv.to_mps` of ``kernel`` along ``cut``, with ``ratio`` as a bond cap.
 
-        Untruncated, the layer reproduces ``conv``'s output (to rounding).
+        Parameters
+        ----------
+        kernel
+            The dense kernel (not modified).
+        cut, split
+            The chain and the sub-leg factoring (see :func:`tnconv.to_mps`).
+        ratio
+            Target compression ``dense / factored`` (> 1): the largest uniform ``max_bond``
+            within that budget (the smaller one wins where ``max_bond`` is given too).
+        **criteria
+            ``max_bond``, ``keep``, ``max_error``, ``cutoff``, ``cutoff_mode`` of
+            :func:`tnconv.to_mps`.
 
         Examples
         --------
-        >>> import torch, tnconv
-        >>> conv = torch.nn.Conv2d(8, 8, 3, padding=1)
-        >>> layer = tnconv.MPSConv2d.from_conv(conv)
-        >>> x = torch.randn(1, 8, 5, 5)
-        >>> torch.allclose(layer(x), conv(x), atol=1e-5)
-        True
+        >>> import torch
+        >>> MPSConv2d.decompose(torch.randn(16, 16, 3, 3), ratio=4.0).bond_dims
+        [7, 7, 7]
         """
-        hyper = conv_hyperparameters(conv)
-        layer = cls.__new__(cls)
-        _FactorizedConv2d.__init__(layer, **hyper, path=path, device=conv.weight.device,
-                                   dtype=conv.weight.dtype)
-        layer._load(conv.weight, cut=cut, max_bond=max_bond, keep=keep, max_error=max_error,
-                    cutoff=cutoff, cutoff_mode=cutoff_mode, ratio=ratio, split=split)
-        layer._load_bias(conv)
-        return layer
-
-    # ------------------------------------------------------------------ factors
-    def _load(self, weight: torch.Tensor, *, cut: CutSpec | None, ratio: Any, split: SplitSpec,
-              **criteria: Any) -> None:
-        from ..mps import to_mps
-
-        ratio = _check_ratio(ratio)
-        w = weight.detach()
+        ratio = check_ratio(ratio)
         if ratio is not None:
-            lay = layout(w, split)
+            lay = layout(kernel, split)
             chain = default_chain(lay.legs, lay.split) if cut is None else cut
             sites = parse_cut(chain, lay.legs, lay.split, min_groups=2)
-            sizes = lay.sizes
-            phys = [math.prod(sizes[leg] for leg in site) for site in sites]
-            cap = _max_bond_for_ratio(phys, ratio)
-            mb = criteria.get("max_bond")
-            criteria["max_bond"] = cap if mb is None else min(mb, cap)
-        mps = to_mps(w, cut, split=split, **criteria)
-        self._set_cores(mps.arrays, mps.inds, mps.sites, mps.physical_legs, mps.split, w.dtype)
-        self.rel_error: float = mps.rel_error
-        self.bond_spectra: list[torch.Tensor] = list(mps.bond_spectra)
+            cap = _max_bond_for_ratio(
+                [math.prod(lay.sizes[leg] for leg in site) for site in sites], ratio)
+            given = criteria.get("max_bond")
+            criteria["max_bond"] = cap if given is None else min(
+                check_positive_int("max_bond", given), cap)
+        return to_mps(kernel, cut, split=split, **criteria)
 
-    def _set_cores(self, arrays: list[torch.Tensor], inds: list[tuple[str, ...]],
-                   sites: tuple[tuple[str, ...], ...], physical: tuple[str, ...],
-                   split: dict[str, tuple[int, ...]], dtype: torch.dtype) -> None:
+    def _set_factors(self, decomposition: KernelMPS) -> None:
+        mps = decomposition
         self.cores = nn.ParameterList(
-            [nn.Parameter(a.detach().to(dtype).contiguous().clone()) for a in arrays])
-        self.inds: list[tuple[str, ...]] = [tuple(ix) for ix in inds]
-        self.sites: tuple[tuple[str, ...], ...] = tuple(tuple(s) for s in sites)
-        self.physical_legs: tuple[str, ...] = tuple(physical)
-        self.split: dict[str, tuple[int, ...]] = dict(split)
+            [nn.Parameter(a.detach().to(mps.out_dtype).contiguous().clone()) for a in mps.arrays])
+        self.inds: list[tuple[str, ...]] = [tuple(ix) for ix in mps.inds]
+        self.sites: tuple[tuple[str, ...], ...] = tuple(tuple(s) for s in mps.sites)
+        self.physical_legs: tuple[str, ...] = tuple(mps.physical_legs)
+        self.split: dict[str, tuple[int, ...]] = dict(mps.split)
+        self.bond_spectra: list[torch.Tensor] = list(mps.bond_spectra)
         self._path_cache.clear()
 
     @property
@@ -272,9 +230,6 @@ class MPSConv2d(_FactorizedConv2d):
         >>> len(layer.bond_entropies())
         3
         """
-        from ..mps import to_mps
-        from ..spectra import entropy
-
         with torch.no_grad():
             mps = to_mps(self.kernel(), self.cut, split=self.split or None)
         return [float(entropy(s, alpha=alpha, base=base)) for s in mps.bond_spectra]
@@ -306,18 +261,14 @@ class MPSConv2d(_FactorizedConv2d):
         >>> len(layer.recompress(1e-3))
         3
         """
-        from ..mps import to_mps
-
         with torch.no_grad():
             w = self.kernel()
             mps = to_mps(w, self.cut, split=self.split or None, max_bond=max_bond,
                          max_error=max_error, cutoff=threshold,
                          cutoff_mode=cutoff_mode if threshold is not None else None)
         trainable = self.cores[0].requires_grad
-        self._set_cores(mps.arrays, mps.inds, mps.sites, mps.physical_legs, mps.split,
-                        self.cores[0].dtype)
+        self._set_factors(mps)
         self.cores.train(self.training).requires_grad_(trainable)
-        self.bond_spectra = list(mps.bond_spectra)
         self.rel_error = mps.rel_error
         return self.bond_dims
 

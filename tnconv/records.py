@@ -18,9 +18,27 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..atlas import Records  # the package's one row type (a list of dicts)
-
 __all__ = ["Records", "RowLog", "ROW_FORMATS"]
+
+class Records(list):
+    """A list of row dicts that converts to a pandas DataFrame.
+
+    Examples
+    --------
+    >>> Records([{"a": 1}, {"a": 2}]).to_pandas().shape
+    (2, 1)
+    """
+
+    def to_pandas(self) -> Any:
+        """The rows as a ``pandas.DataFrame`` (pandas imported on demand)."""
+        import pandas as pd
+
+        return pd.DataFrame(list(self))
+
+    def to_csv(self, path: Any) -> None:
+        """Write the rows to a CSV file."""
+        self.to_pandas().to_csv(path, index=False)
+
 
 #: File formats of :class:`RowLog`, by file extension.
 ROW_FORMATS = (".csv", ".jsonl")

@@ -1,0 +1,412 @@
+"""Checkpoints: save and load a model with its metadata, and the cache of trained models.
+
+:func:`save_checkpoint` writes a model's weights with its metadata (model name, sizes, dataset,
+accuracy, training options) atomically and with a SHA-256; :func:`load_checkpoint` reads it back,
+rebuilding the model by name and rejecting truncated, corrupt or mismatched files.
+:func:`train_or_load` is what examples, the study and ``tnconv train`` call to get a trained
+model: from the checkpoint cache (:func:`default_checkpoint_path`) when one matches, else
+trained now with :func:`tnconv.train.fit` and saved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._version import __version__
+from .data import canonical_name, load_dataset
+from .runtime import cache_dir, resolve_device
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "default_checkpoint_path",
+    "load_checkpoint",
+    "save_checkpoint",
+    "train_or_load",
+]
+
+CHECKPOINT_FORMAT = "tnconv-checkpoint"
+_CHECKPOINT_VERSION = 1
+_REQUIRED_META = ("model", "num_classes", "in_channels")
+
+
+def default_checkpoint_path(model_name: str, dataset: str) -> Path:
+    """Where :func:`train_or_load` keeps the checkpoint of ``model_name`` on ``dataset``.
+
+    ``$TNCONV_CACHE/checkpoints/<model>-<dataset>.pt``, with ``$TNCONV_CACHE`` defaulting to
+    ``~/.cache/tnconv``.
+
+    Examples
+    --------
+    >>> default_checkpoint_path("cnn4", "fashion_mnist").name
+    'cnn4-fashion-mnist.pt'
+    """
+    if not isinstance(model_name, str) or not model_name.strip():
+        raise ValueError(f"model_name must be a non-empty str, got {model_name!r}")
+    name = model_name.strip().lower()
+    return cache_dir("checkpoints") / f"{name}-{canonical_name(dataset)}.pt"
+
+
+def _infer_sizes(model: nn.Module) -> dict[str, int]:
+    found: dict[str, int] = {}
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if convs:
+        found["in_channels"] = convs[0].in_channels
+    if linears:
+        found["num_classes"] = linears[-1].out_features
+    return found
+
+
+def _plain(value: Any) -> Any:
+    """Metadata as plain Python types, so that ``torch.load(weights_only=True)`` reads it."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    return str(value)  # torch.device, Path, TorchVersion, ...
+
+
+def _checksum(meta: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the metadata and of every tensor's name, dtype, shape and bytes (CPU)."""
+    h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
+    for key in sorted(state):
+        t = state[key].detach().to("cpu").contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, meta: dict[str, Any]) -> Path:
+    """Save ``model``'s weights and metadata to ``path`` atomically.
+
+    The file is written to a temporary file in the same folder and renamed over ``path``, so a
+    crash never leaves a half-written checkpoint. A SHA-256 of the metadata and weights is
+    stored with them, so :func:`load_checkpoint` detects corrupted bytes.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model; its ``state_dict`` is stored (as contiguous CPU tensors).
+    path : path
+        Destination (folders are created).
+    meta : dict
+        Must name ``model`` (a :func:`tnconv.models.get_model` name); ``num_classes`` and
+        ``in_channels`` are inferred from the model when absent. Usual extra keys: ``dataset``,
+        ``accuracy``, ``epochs``, ``model_kwargs`` (passed to ``get_model`` on loading).
+        ``torch_version``, ``tnconv_version`` and ``date`` are added. Values should be plain
+        Python types (str, int, float, bool, lists, dicts).
+
+    Returns
+    -------
+    Path
+        The checkpoint's path.
+
+    Examples
+    --------
+    >>> from tnconv.models import cnn4
+    >>> save_checkpoint(cnn4(10, 1), "/tmp/c.pt", meta={"model": "cnn4"})  # doctest: +SKIP
+    PosixPath('/tmp/c.pt')
+    """
+    if not isinstance(meta, dict):
+        raise TypeError(f"meta must be a dict, got {type(meta).__name__}")
+    if not isinstance(meta.get("model"), str):
+        raise ValueError(f"meta must name the model (meta['model'] = 'cnn4', ...), got {meta!r}")
+    full = _plain({**_infer_sizes(model), **meta})
+    missing = [k for k in _REQUIRED_META if k not in full]
+    if missing:
+        raise ValueError(f"meta lacks {', '.join(missing)} and they cannot be inferred")
+    full.setdefault("torch_version", str(torch.__version__))
+    full.setdefault("tnconv_version", __version__)
+    full.setdefault("date", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": _CHECKPOINT_VERSION,
+        "meta": full,
+        "state_dict": state,
+        "sha256": _checksum(full, state),
+    }
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module | None = None,
+    expect: dict[str, Any] | None = None,
+    map_location: str | torch.device = "cpu",
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a checkpoint written by :func:`save_checkpoint`.
+
+    Parameters
+    ----------
+    path : path
+        The checkpoint file.
+    model : torch.nn.Module, optional
+        Load the weights into this model; by default the model is rebuilt with
+        :func:`tnconv.models.get_model` from the metadata (``model``, ``num_classes``,
+        ``in_channels``, ``model_kwargs``).
+    expect : dict, optional
+        Metadata the checkpoint must have, e.g. ``{"model": "cnn4", "dataset": "cifar10"}``.
+    map_location : str or torch.device, default "cpu"
+        Where the weights (and the returned model) go.
+
+    Returns
+    -------
+    (model, meta)
+        The model in eval mode and the metadata dict.
+
+    Raises
+    ------
+    FileNotFoundError
+        No file at ``path``.
+    ValueError
+        Not a tnconv checkpoint, truncated or corrupt (including contents that do not match the
+        stored SHA-256), metadata differing from ``expect``, or weights not fitting the model.
+
+    Examples
+    --------
+    >>> model, meta = load_checkpoint("cnn4-fashion-mnist.pt")  # doctest: +SKIP
+    >>> meta["accuracy"]  # doctest: +SKIP
+    0.92
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zips, pickles and garbage raise many exception types
+        raise ValueError(
+            f"{path} is not a readable tnconv checkpoint (truncated or corrupt?): "
+            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a tnconv checkpoint (no '{CHECKPOINT_FORMAT}' header)")
+    if payload.get("version") != _CHECKPOINT_VERSION:
+        raise ValueError(
+            f"{path} has checkpoint version {payload.get('version')!r}; "
+            f"this tnconv reads version {_CHECKPOINT_VERSION}"
+        )
+    meta = payload.get("meta")
+    state = payload.get("state_dict")
+    if not isinstance(meta, dict) or not isinstance(state, dict):
+        raise ValueError(f"{path} is corrupt: missing metadata or weights")
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} is corrupt: its weights are not all tensors")
+    stored = payload.get("sha256")  # absent in files written before checksums were added
+    if stored is not None and stored != _checksum(meta, state):
+        raise ValueError(f"{path} is corrupt: its contents do not match the stored checksum")
+    missing = [k for k in _REQUIRED_META if k not in meta]
+    if missing:
+        raise ValueError(f"{path} is corrupt: metadata lacks {', '.join(missing)}")
+    for key, want in (expect or {}).items():
+        have = meta.get(key)
+        if key == "dataset" and isinstance(want, str) and isinstance(have, str):
+            want, have = canonical_name(want), canonical_name(have)
+        if have != want:
+            raise ValueError(
+                f"{path} does not match: {key} is {meta.get(key)!r}, expected {want!r}"
+            )
+    if model is None:
+        from .models import get_model
+
+        model = get_model(
+            meta["model"], meta["num_classes"], meta["in_channels"],
+            **meta.get("model_kwargs", {}),
+        )
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ValueError(f"weights in {path} do not fit the model: {first}") from exc
+    model.to(map_location)
+    model.eval()
+    return model, meta
+
+
+
+
+# -- the one-call helper: a trained model, from the cache or trained now ------------------------
+
+
+def train_or_load(
+    model_name: str,
+    dataset: str,
+    *,
+    epochs: int | None = None,
+    device: str | torch.device | None = None,
+    cache: bool = True,
+    path: str | os.PathLike | None = None,
+    force: bool = False,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    root: str | os.PathLike | None = None,
+    download: bool = False,
+    **overrides: Any,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A trained ``model_name`` for ``dataset``: from the checkpoint cache, or trained now.
+
+    Looks for the checkpoint at ``path`` (when ``cache`` and not ``force``); uses it if its
+    metadata matches (model, dataset and, when given, ``epochs``, ``train_subset``,
+    ``model_kwargs`` and every option in ``overrides``, compared with the checkpoint's
+    ``train_config``). Otherwise trains with :func:`tnconv.train.train_config`'s defaults
+    (``overrides`` replace single options, e.g. ``lr=0.05``), evaluates on the test split, and
+    saves the checkpoint there (when ``cache``).
+
+    Parameters
+    ----------
+    model_name : str
+        A :func:`tnconv.models.get_model` name.
+    dataset : str
+        A :func:`tnconv.data.load_dataset` name.
+    epochs : int, optional
+        Training epochs; default from :data:`tnconv.train.TRAIN_DEFAULTS`.
+    device : str or torch.device, optional
+        Default ``"auto"`` (CUDA when available).
+    cache : bool, default True
+        Read and write the checkpoint at ``path``.
+    path : path, optional
+        The checkpoint; default :func:`default_checkpoint_path` of the model and dataset.
+    force : bool, default False
+        Train even when a usable checkpoint is at ``path`` (and replace it when ``cache``).
+    train_subset, test_subset : int, optional
+        Train on / evaluate on a fixed random subset of that many images (seeded by ``seed``).
+    model_kwargs : dict, optional
+        Passed to :func:`tnconv.models.get_model` (stored in the metadata, so
+        :func:`load_checkpoint` rebuilds the same model).
+    seed : int, default 0
+        Seeds the model initialisation, the subsets and training.
+    progress : bool, default True
+        Progress bars and a line saying what is trained.
+    root : path, optional
+        Data folder searched first by :func:`tnconv.data.load_dataset`.
+    download : bool, default False
+        Let :func:`tnconv.data.load_dataset` download a dataset found nowhere.
+    **overrides
+        Training options of :func:`tnconv.train.fit` (``lr``, ``batch_size``, ...).
+
+    Returns
+    -------
+    (model, meta)
+        The model on ``device`` in eval mode, and its metadata (``accuracy`` is test accuracy).
+
+    Examples
+    --------
+    >>> model, meta = train_or_load("cnn4", "fashion-mnist")  # doctest: +SKIP
+    >>> meta["accuracy"] > 0.91  # doctest: +SKIP
+    True
+    """
+    dev = resolve_device(device)
+    name = canonical_name(dataset)
+    model_key = model_name.strip().lower()
+    path = Path(path).expanduser() if path is not None else default_checkpoint_path(model_key,
+                                                                                     name)
+    kwargs = _plain(dict(model_kwargs or {}))
+    if cache and not force and path.is_file():
+        expect: dict[str, Any] = {"model": model_key, "dataset": name}
+        for key, value in (("epochs", epochs), ("train_images", train_subset),
+                           ("model_kwargs", kwargs or None)):
+            if value is not None:
+                expect[key] = value
+        found = _load_matching(path, expect, overrides, dev, progress)
+        if found is not None:
+            return found
+    model, meta = _train_now(model_key, name, dev, epochs=epochs, train_subset=train_subset,
+                             test_subset=test_subset, model_kwargs=kwargs, seed=seed,
+                             progress=progress, root=root, download=download,
+                             overrides=overrides)
+    if cache:
+        save_checkpoint(model, path, meta=meta)
+    return model, meta
+
+
+def _load_matching(path: Path, expect: dict[str, Any], overrides: dict[str, Any],
+                   device: torch.device, progress: bool
+                   ) -> tuple[nn.Module, dict[str, Any]] | None:
+    """The checkpoint at ``path`` if it matches ``expect`` and ``overrides``, else None."""
+    try:
+        model, meta = load_checkpoint(path, expect=expect, map_location=device)
+        trained = meta.get("train_config")
+        trained = trained if isinstance(trained, dict) else {}
+        for key, want in overrides.items():
+            if key not in trained or trained[key] != _plain(want):
+                raise ValueError(
+                    f"{path} was trained with {key}={trained.get(key)!r}, not {key}={want!r}"
+                )
+        return model, meta
+    except ValueError as exc:
+        if progress:
+            print(f"tnconv: retraining, cached checkpoint not usable: {exc}")
+    return None
+
+
+def _train_now(model_key: str, name: str, dev: torch.device, *, epochs: int | None,
+               train_subset: int | None, test_subset: int | None, model_kwargs: dict[str, Any],
+               seed: int, progress: bool, root: str | os.PathLike | None, download: bool,
+               overrides: dict[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+    """Train ``model_key`` on ``name`` with the defaults and ``overrides``; evaluate it."""
+    from .models import get_model
+    from .train import evaluate, fit, train_config
+
+    config = train_config(model_key, name, dev)
+    config.update(overrides)
+    if epochs is not None:
+        config["epochs"] = epochs
+    train = load_dataset(name, "train", root=root, download=download)
+    test = load_dataset(name, "test", root=root, download=download)
+    if train_subset is not None and train_subset < len(train):
+        train = train.subset(train_subset, seed=seed)
+    if test_subset is not None and test_subset < len(test):
+        test = test.subset(test_subset, seed=seed)
+    torch.manual_seed(seed)
+    model = get_model(model_key, train.num_classes, train.in_channels, **model_kwargs)
+    if progress:
+        print(f"tnconv: training {model_key} on {name} ({len(train)} images) on {dev}: "
+              + ", ".join(f"{k}={v}" for k, v in config.items()))
+    start = time.perf_counter()
+    history = fit(model, train, device=dev, seed=seed, progress=progress, **config)
+    seconds = time.perf_counter() - start
+    result = evaluate(model, test, device=dev)
+    meta = {
+        "model": model_key, "dataset": name, "num_classes": train.num_classes,
+        "in_channels": train.in_channels, "accuracy": result["accuracy"],
+        "test_loss": result["loss"], "epochs": config["epochs"], "train_config": config,
+        "seed": seed, "device": str(dev), "train_images": len(train),
+        "test_images": len(test), "train_seconds": seconds, "history": history,
+    }
+    if model_kwargs:
+        meta["model_kwargs"] = model_kwargs
+    if "top5" in result:
+        meta["top5"] = result["top5"]
+    return model, meta
