@@ -68,7 +68,7 @@ run() {
     local R=benchmarks/results
     # limits sum to ~560 s: the device lends 15 minutes a session, start and a rerun included
     step tests 70 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_mps.py \
-        tests/test_truncate.py
+        tests/test_truncate.py tests/test_decompositions.py tests/test_spectra.py
     step spectra 45 python3 benchmarks/bench_spectra.py --device cuda --out "$RES/bench_spectra-cuda.json"
     step train 240 python3 benchmarks/bench_train.py --model resnet50 --dataset fashion-mnist \
         --device cuda --save --no-progress --out "$RES/resnet50-fashion-mnist-cuda.json"
