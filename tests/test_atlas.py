@@ -46,15 +46,39 @@ def test_atlas_matches_naive_float64_reference():
         n = min(len(ref), len(s))
         np.testing.assert_allclose(s[:n], ref[:n], atol=1e-4 * ref[0], rtol=0)
         assert np.all(ref[n:] <= 1e-4 * ref[0])  # size-1 legs dropped only trivial values
-        sref = torch.tensor(ref)
         assert row["full_rank"] == len(s)
-        assert row["entropy"] == pytest.approx(float(tnconv.entropy(sref)), abs=1e-4)
-        assert row["rank_10pct"] == tnconv.rank_for_error(sref, 0.10)
-        assert row["rank_50pct"] == tnconv.rank_for_error(sref, 0.50)
+        p = ref**2 / (ref**2).sum()
+        p = p[p > 0]
+        assert row["entropy"] == pytest.approx(-(p * np.log2(p)).sum(), abs=1e-4)
+        assert row["renyi2"] == pytest.approx(-np.log2((p**2).sum()), abs=1e-4)
+        for pct in (1, 10, 50):
+            assert row[f"rank_{pct}pct"] == _brute_force_rank(ref, pct / 100), pct
         half = math.ceil(len(s) / 2)
         kept = math.sqrt((ref[:half] ** 2).sum() / (ref**2).sum())
         assert row["norm_loss_half"] == pytest.approx(1 - kept, abs=1e-5)
         assert row["shape"] == "x".join(map(str, w.shape))
+
+
+def _brute_force_rank(s, max_error):
+    """Smallest rank >= 1 whose discarded tail is at most ``max_error`` of the norm (a loop)."""
+    total = float((s**2).sum())
+    for r in range(1, len(s) + 1):
+        if math.sqrt(float((s[r:] ** 2).sum()) / total) <= max_error * (1 + 1e-12):
+            return r
+    return len(s)
+
+
+def test_atlas_renyi2_and_ranks_by_hand():
+    # one cut, spectrum (10, 2, 0.5, 0.1): sum of squares 104.26, tails after rank 1, 2, 3:
+    # sqrt(4.26 / 104.26) = 0.202, sqrt(0.26 / 104.26) = 0.0499, sqrt(0.01 / 104.26) = 0.0098
+    w = torch.diag(torch.tensor([10.0, 2.0, 0.5, 0.1], dtype=torch.float64))
+    (row,) = tnconv.spectra_atlas({"lin": w}, dtype=torch.float64)
+    assert (row["full_rank"], row["rank_1pct"], row["rank_10pct"], row["rank_50pct"]) == (
+        4, 3, 2, 1)
+    # Renyi-2 = -log2(sum p^2) = log2(104.26^2 / (10^4 + 2^4 + 0.5^4 + 0.1^4))
+    assert row["renyi2"] == pytest.approx(math.log2(104.26**2 / 10016.0626), rel=1e-12)
+    assert row["renyi2"] == pytest.approx(0.118056, abs=1e-6)
+    assert row["norm_loss_half"] == pytest.approx(1 - math.sqrt(104.0 / 104.26), rel=1e-12)
 
 
 def test_atlas_on_1x1_kernels_dedupes_to_out_in():

@@ -8,7 +8,8 @@ import pytest
 CORE = ["decomp", "legs", "cuts", "network", "spectra", "truncate", "factors", "mps", "tucker",
         "cp", "contract", "modules",
         "records", "runtime", "registry", "atlas"]
-REST = ["models", "data", "data.catalog", "data.images", "data.sources", "train", "checkpoints",
+REST = ["models", "data", "data.catalog", "data.images", "data.sources", "data.loaders",
+        "data.folders", "inputs", "train", "checkpoints",
         "cli", "study.profiles",
         "layers.base", "layers.mps_conv2d", "layers.tucker_conv2d", "layers.cp_conv2d",
         "layers.convert",

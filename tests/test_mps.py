@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from _kernels import SHAPES, make_kernel, tolerance
@@ -22,6 +23,36 @@ def rel(a, b):
     return float((a.double() - b.double()).norm() / b.double().norm())
 
 
+def numpy_chain(w, chain, rank_of):
+    """Reference TT truncation in float64 numpy, right to left: at bond ``k`` the current
+    tensor is replaced by its best rank-``rank_of(s)`` approximation across the cut
+    ``sites[:k+1] | sites[k+1:]`` (Eckart-Young, numpy SVD). Returns the kernel and the
+    discarded singular values of every bond."""
+    legs = tnconv.kernel_legs(w)
+    sites = [g.split(",") for g in chain.split("|")]
+    perm = [legs.index(n) for g in sites for n in g]
+    shape = [w.shape[i] for i in perm]
+    a = w.double().numpy().transpose(perm)
+    dropped = []
+    for k in range(len(sites) - 2, -1, -1):
+        rows = math.prod(w.shape[legs.index(n)] for g in sites[: k + 1] for n in g)
+        u, s, vh = np.linalg.svd(a.reshape(rows, -1), full_matrices=False)
+        r = rank_of(s)
+        a = ((u[:, :r] * s[:r]) @ vh[:r]).reshape(shape)
+        dropped.append(s[r:])
+    return a.transpose(np.argsort(perm)), dropped
+
+
+def numpy_contract(mps):
+    """The chain's dense kernel by a plain numpy einsum of its cores (not via to_kernel)."""
+    names = sorted({i for ix in mps.inds for i in ix})
+    letter = {n: chr(ord("a") + i) for i, n in enumerate(names)}
+    eq = ",".join("".join(letter[i] for i in ix) for ix in mps.inds)
+    eq += "->" + "".join(letter[i] for i in mps.physical_legs)
+    out = np.einsum(eq, *[a.detach().double().numpy() for a in mps.arrays], optimize=True)
+    return out.reshape(mps.shape)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("name", sorted(SHAPES))
 def test_round_trip_exact_every_cut_and_chain(name, dtype):
@@ -32,6 +63,7 @@ def test_round_trip_exact_every_cut_and_chain(name, dtype):
         back = mps.to_kernel()
         assert back.dtype == dtype and back.shape == w.shape
         assert rel(back, w) <= tolerance(dtype), cut
+        assert rel(torch.from_numpy(numpy_contract(mps)), w) <= tolerance(dtype), cut
         assert mps.rel_error <= tolerance(dtype)
 
 
@@ -81,15 +113,38 @@ def test_tt_svd_bound_holds(name, max_error):
     mps = tnconv.to_mps(w, max_error=max_error)
     assert mps.error_bound == max_error
     assert mps.rel_error <= max_error + 1e-12
-    assert rel(mps.to_kernel(), w) == pytest.approx(mps.rel_error, rel=1e-9)
+    # reference: each of the n - 1 bonds keeps the smallest rank whose tail is at most
+    # max_error / sqrt(n - 1) of ||W|| (brute-force loop over the numpy spectrum)
+    norm = float(w.norm())
+    per_bond = max_error / math.sqrt(len(mps.sites) - 1)
+
+    def rank_of(s):
+        return next(r for r in range(1, len(s) + 1)
+                    if math.sqrt((s[r:] ** 2).sum()) <= per_bond * norm * (1 + 1e-12))
+
+    ref, dropped = numpy_chain(w, mps.cut, rank_of)
+    err = np.linalg.norm(ref - w.numpy()) / norm
+    full = [len(s) for s in mps.bond_spectra]
+    assert mps.bond_dims == [f - len(d) for f, d in zip(full, reversed(dropped))]
+    np.testing.assert_allclose(mps.to_kernel().numpy(), ref, atol=1e-10 * norm, rtol=0)
+    assert mps.rel_error == pytest.approx(err, abs=1e-10)
+    assert rel(torch.from_numpy(numpy_contract(mps)), w) == pytest.approx(err, abs=1e-10)
 
 
 def test_errors_are_orthogonal_sum_of_discarded_weights():
     # in canonical form the squared discarded weights of all bonds add up exactly
     w = make_kernel("conv7x7")
     mps = tnconv.to_mps(w, max_bond=4)
-    assert 0 < mps.rel_error < 1
     assert mps.bond_dims == [4, 4, 3]
+    ref, dropped = numpy_chain(w, mps.cut, lambda s: min(4, len(s)))
+    norm2 = float((w**2).sum())
+    discarded = sum(float((d**2).sum()) for d in dropped)
+    assert discarded > 0.05 * norm2  # a real truncation, spread over the bonds
+    assert sum(len(d) > 0 for d in dropped) == 2
+    assert mps.rel_error == pytest.approx(math.sqrt(discarded / norm2), rel=1e-9)
+    measured = float(((w.numpy() - numpy_contract(mps)) ** 2).sum())
+    assert measured == pytest.approx(discarded, rel=1e-9)
+    np.testing.assert_allclose(mps.to_kernel().numpy(), ref, atol=1e-10 * math.sqrt(norm2))
 
 
 def test_keep_and_max_bond_per_bond():

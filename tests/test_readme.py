@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -51,3 +52,65 @@ def test_readme_snippets_run(section, tmp_path, monkeypatch):
                                    torch.randint(0, 10, (256,), generator=g), "cifar10", "train")
     for code in blocks:
         exec(compile(code, f"README.md ({section})", "exec"), ns)
+    _CHECKS[section](ns)
+
+
+def _check_tour(ns: dict) -> None:
+    """The figures the tour's comments state, against float64 numpy."""
+    w = ns["w"]
+    assert set(ns["tn"].outer_inds()) == {"out0", "out1", "out2", "in", "kh", "kw"}
+    assert len(tnconv.all_cuts(w)) == 7
+    m = w.double().numpy().transpose(0, 2, 1, 3).reshape(64 * 3, 32 * 3)  # out,kh | in,kw
+    ref = np.linalg.svd(m, compute_uv=False)
+    np.testing.assert_allclose(ns["s"].numpy(), ref, atol=1e-5 * ref[0], rtol=0)
+    report = ns["report"]
+    assert (report.rank, report.full_rank) == (24, 96)  # keep=0.25 of 96
+    tail = np.sqrt((ref[24:] ** 2).sum() / (ref**2).sum())
+    assert report.rel_error == pytest.approx(tail, abs=1e-6)
+    assert float(ns["curve"].rel_error[24]) == pytest.approx(tail, abs=1e-6)
+    assert float((ns["wt"] - w).norm() / w.norm()) == pytest.approx(tail, abs=1e-5)
+    assert report.params_factored == (192 + 96) * 24
+    mps = ns["mps"]
+    assert mps.bond_dims == [8, 8, 8]
+    assert float((mps.to_kernel() - w).norm() / w.norm()) == pytest.approx(mps.rel_error)
+    atlas = ns["atlas"]
+    assert len(atlas) == 53 * 7 and atlas["cut"].nunique() == 7  # 53 conv layers of ResNet-50
+    assert (atlas["rank_1pct"] >= atlas["rank_10pct"]).all()
+
+
+def _check_layers(ns: dict) -> None:
+    """CP at ratio=4 has about 4x fewer parameters; tensorize/densify keep the outputs."""
+    conv, layer = ns["conv"], ns["layer"]
+    assert isinstance(layer, tnconv.CPConv2d)
+    assert 3.6 <= sum(p.numel() for p in conv.parameters()) / layer.num_params <= 4.4
+    report = ns["report"]
+    assert 3.6 <= report.ratio <= 4.4
+    assert report.ratio == pytest.approx(report.params_before / report.params_after)
+    assert len(report.layers) == 20  # every conv of the ResNet-18 stand-in
+    dense, small = ns["dense"], ns["small"]
+    assert not any(isinstance(m, tnconv.MPSConv2d) for m in dense.modules())
+    x = ns["train"][0][:2]
+    with torch.no_grad():
+        torch.testing.assert_close(dense(x), small(x), rtol=1e-3, atol=1e-4)
+
+
+def _check_study(ns: dict) -> None:
+    """Per-layer max_bond caps, one sweep row per (layer, cut, level), the retraining curve."""
+    report = ns["report"]
+    assert len(report) == 20
+    for row in report:
+        cap = 16 if row["layer"].startswith("layer4.") else 64
+        assert max(row["ranks"]) <= cap, row["layer"]
+    assert any(max(r["ranks"]) == 16 for r in report)  # layer4's 3x3 convs hit the cap
+    rows = ns["rows"]
+    assert len(rows) == 20 * 7 * 6
+    full = [r for r in rows if r["rank"] == r["full_rank"]]
+    assert full and all(r["accuracy"] == r["baseline_accuracy"] for r in full)
+    lines = Path("runs/x/sweep.csv").read_text().strip().splitlines()
+    assert len(lines) == 1 + len(rows)
+    curve = ns["curve"]
+    assert [r["epoch"] for r in curve] == [0, 1, 2, 3]
+
+
+_CHECKS = {"A quick tour of the core": _check_tour, "Tensorized layers": _check_layers,
+           "Correlation compression: the study": _check_study}

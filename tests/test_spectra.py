@@ -69,6 +69,16 @@ def test_entropy_known_values():
     assert float(tnconv.entropy(torch.zeros(3))) == 0.0
 
 
+def test_entropy_ignores_zero_singular_values():
+    # p = (9, 4, 1, 0, 0) / 14: zeros add nothing to any entropy, Hartley counts 3 values
+    s = torch.tensor([3.0, 2.0, 1.0, 0.0, 0.0], dtype=torch.float64)
+    p = np.array([9, 4, 1]) / 14
+    assert float(tnconv.entropy(s, alpha=0)) == pytest.approx(math.log2(3))
+    assert float(tnconv.entropy(s, alpha=1)) == pytest.approx(-(p * np.log2(p)).sum())
+    assert float(tnconv.entropy(s, alpha=2)) == pytest.approx(-math.log2((p**2).sum()))
+    assert float(tnconv.entropy(s, alpha=math.inf)) == pytest.approx(math.log2(14 / 9))
+
+
 @pytest.mark.parametrize(
     "bad", [dict(s=[1.0]), dict(s=torch.ones(2, 2)), dict(s=torch.tensor([-1.0])),
             dict(s=torch.ones(3), alpha=-1), dict(s=torch.ones(3), base=1)],

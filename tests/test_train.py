@@ -122,8 +122,10 @@ def test_fit_rejects_bad_options(kwargs, match):
     options = dict(epochs=1, progress=False) | kwargs
     with pytest.raises(ValueError, match=match):
         fit(_small_model(), _toy(64), **options)
-    with pytest.raises(TypeError, match="ImageDataset"):
+    with pytest.raises(TypeError, match="need int class indices"):  # float labels
         fit(_small_model(), [(torch.zeros(1, 1, 32, 32), torch.zeros(1))], epochs=1)
+    with pytest.raises(TypeError, match="ImageDataset"):  # not a data form at all
+        fit(_small_model(), 3, epochs=1)
 
 
 def test_checkpoint_round_trip(tmp_path):

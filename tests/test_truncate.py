@@ -41,9 +41,14 @@ def test_report_fields():
     assert rep.params_factored == (24 + 18) * 5
     assert rep.params_dense == w.numel()
     assert rep.compression == pytest.approx(w.numel() / rep.params_factored)
-    s = tnconv.spectrum(w, "out,kh|in,kw")
-    assert rep.entropy_before == pytest.approx(float(tnconv.entropy(s)))
-    assert rep.entropy_after == pytest.approx(float(tnconv.entropy(s[:5])))
+    s = np.linalg.svd(numpy_matrix(w, "out,kh|in,kw"), compute_uv=False)
+
+    def bits(v):  # von Neumann entropy of p = v^2 / sum v^2, from the float64 numpy SVD
+        p = v**2 / (v**2).sum()
+        return float(-(p * np.log2(p)).sum())
+
+    assert rep.entropy_before == pytest.approx(bits(s), abs=1e-9)
+    assert rep.entropy_after == pytest.approx(bits(s[:5]), abs=1e-9)
     d = rep.as_dict()
     assert d["shape"] == "8x6x3x3" and d["rank"] == 5
 
@@ -67,6 +72,14 @@ def test_criteria_combine_by_smallest_rank():
     assert Criteria(cutoff=1.0, cutoff_mode="abs").rank(s) == 3
     assert Criteria(cutoff=0.25**2 + 0.5**2, cutoff_mode="sum2").rank(s) == 4
     assert Criteria(cutoff=0.75 / 15.75, cutoff_mode="rsum1").rank(s) == 4
+    # sum1: plain tails 0.25, 0.75, 1.75 (ranks 5, 4, 3); sum2 would keep 3 at 1.5 (1.3125)
+    assert Criteria(cutoff=1.5, cutoff_mode="sum1").rank(s) == 4
+    assert Criteria(cutoff=0.2, cutoff_mode="sum1").rank(s) == 6
+    assert Criteria(cutoff=1.75, cutoff_mode="sum1").rank(s) == 3  # a tail equal to the cutoff
+    # rsum2: squared tails 0.0625, 0.3125, 1.3125 of 85.3125 (rsum1 at 0.02 would keep 5)
+    assert Criteria(cutoff=0.02, cutoff_mode="rsum2").rank(s) == 3
+    assert Criteria(cutoff=0.001, cutoff_mode="rsum2").rank(s) == 5
+    assert Criteria(cutoff=0.01, cutoff_mode="rsum2").rank(s) == 4
     assert Criteria(max_bond=100).rank(s) == 6
 
 
@@ -90,13 +103,29 @@ def test_dtype_shape_kept_and_input_untouched(dtype):
     assert torch.equal(w, before)
 
 
-def test_cut_svd_reuse_matches_one_shot():
+def _numpy_truncation(w, cut, r):
+    """Best rank-``r`` kernel across ``cut`` from a float64 numpy SVD (the reference)."""
+    legs = tnconv.kernel_legs(w)
+    perm = [legs.index(n) for g in cut.split("|") for n in g.split(",")]
+    u, s, vh = np.linalg.svd(numpy_matrix(w, cut), full_matrices=False)
+    m = (u[:, :r] * s[:r]) @ vh[:r]
+    return m.reshape([w.shape[i] for i in perm]).transpose(np.argsort(perm)), s
+
+
+def test_cut_svd_reuse_matches_numpy_reference():
     w = make_kernel("conv3x3")
-    svd = CutSVD(w, "out,kw|in,kh")
+    cut = "out,kw|in,kh"
+    svd = CutSVD(w, cut)
     for r in (1, 4, 9, 18):
-        wt, rep = tnconv.truncate(w, "out,kw|in,kh", max_bond=r)
-        assert torch.allclose(svd.reconstruct(r), wt, atol=1e-12)
-        assert svd.report(r) == rep
+        ref, s = _numpy_truncation(w, cut, r)
+        np.testing.assert_allclose(svd.reconstruct(r).numpy(), ref, atol=1e-12 * s[0], rtol=0)
+        rep = svd.report(r)
+        assert (rep.rank, rep.full_rank) == (r, 18)
+        assert rep.rel_error == pytest.approx(math.sqrt((s[r:] ** 2).sum() / (s**2).sum()),
+                                              abs=1e-12)
+        kept = math.sqrt((s[:r] ** 2).sum() / (s**2).sum())
+        assert rep.norm_loss == pytest.approx(1 - kept, abs=1e-12)
+        assert rep.params_factored == (24 + 18) * r
     with pytest.raises(ValueError, match=r"rank must be in \[1, 18\]"):
         svd.reconstruct(19)
 

@@ -44,7 +44,8 @@ __all__ = ["spectra_atlas"]
 def _kernels(model_or_kernels: Any, include_linear: bool) -> list[tuple[str, torch.Tensor]]:
     obj = model_or_kernels
     if isinstance(obj, nn.Module):
-        return [(n, m.weight.detach()) for n, m in conv_layers(obj, include_linear=include_linear)]
+        return [(n, validate_kernel(m.weight, name=f"weight of layer {n!r}").detach())
+                for n, m in conv_layers(obj, include_linear=include_linear)]
     if isinstance(obj, torch.Tensor):
         return [("kernel", validate_kernel(obj).detach())]
     if isinstance(obj, Mapping):
@@ -100,11 +101,14 @@ def spectra_atlas(
     >>> len(rows), rows[0]["cut"]
     (7, 'out|in,kh,kw')
     """
+    if not (cuts == "all" or (isinstance(cuts, Sequence) and not isinstance(cuts, str))):
+        raise ValueError(f"cuts must be 'all' or a list of cut strings, got {cuts!r}")
+    if cuts != "all" and len(cuts) == 0:
+        raise ValueError("cuts must not be empty: pass 'all' or a list of cut strings such as "
+                         "['out|in,kh,kw']")
     kernels = _kernels(model_or_kernels, include_linear)
     if not kernels:
         raise ValueError("no conv layers (or kernels) found to analyse")
-    if not (cuts == "all" or (isinstance(cuts, Sequence) and not isinstance(cuts, str))):
-        raise ValueError(f"cuts must be 'all' or a list of cut strings, got {cuts!r}")
     plan, jobs = _plan(kernels, cuts)
     spectra = _spectra(kernels, jobs, dtype)
     records = Records()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import glob
 import hashlib
 import json
 import os
@@ -25,10 +26,11 @@ from torch import nn
 
 from ._version import __version__
 from .data import canonical_name, load_dataset
-from .runtime import cache_dir, resolve_device
+from .runtime import atomic_write, cache_dir, resolve_device
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "check_writable",
     "default_checkpoint_path",
     "load_checkpoint",
     "save_checkpoint",
@@ -91,6 +93,38 @@ def _checksum(meta: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def check_writable(path: str | os.PathLike) -> Path:
+    """Check that a checkpoint can be written at ``path`` (creating its folders); return it.
+
+    Raises
+    ------
+    IsADirectoryError
+        ``path`` is a folder.
+    PermissionError, OSError
+        The folder cannot be created or written to (the message names ``path``).
+
+    Examples
+    --------
+    >>> check_writable("/tmp/tnconv-doctest/c.pt").name
+    'c.pt'
+    """
+    if isinstance(path, (bytes, bytearray)) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint path {path} is a directory; name a file in it, "
+                                f"e.g. {path / 'model.pt'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise type(exc)(f"cannot write the checkpoint {path}: "
+                        f"{exc.strerror or exc}") from None
+    return path
+
+
 def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, meta: dict[str, Any]) -> Path:
     """Save ``model``'s weights and metadata to ``path`` atomically.
 
@@ -122,6 +156,8 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, meta: dict[str
     >>> save_checkpoint(cnn4(10, 1), "/tmp/c.pt", meta={"model": "cnn4"})  # doctest: +SKIP
     PosixPath('/tmp/c.pt')
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(meta, dict):
         raise TypeError(f"meta must be a dict, got {type(meta).__name__}")
     if not isinstance(meta.get("model"), str):
@@ -134,6 +170,10 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, meta: dict[str
     full.setdefault("tnconv_version", __version__)
     full.setdefault("date", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        raise ValueError(f"model has non-finite weights (NaN or Inf) in {', '.join(bad[:5])}; "
+                         "refusing to save a diverged model")
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": _CHECKPOINT_VERSION,
@@ -141,20 +181,11 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, meta: dict[str
         "state_dict": state,
         "sha256": _checksum(full, state),
     }
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+    path = check_writable(path)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # from a crash mid-save
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+            stale.unlink()
+    return atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
 def load_checkpoint(
@@ -198,6 +229,10 @@ def load_checkpoint(
     >>> meta["accuracy"]  # doctest: +SKIP
     0.92
     """
+    try:
+        map_location = resolve_device(map_location)
+    except ValueError as exc:
+        raise ValueError(f"map_location: {exc}") from None
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
@@ -333,6 +368,8 @@ def train_or_load(
     path = Path(path).expanduser() if path is not None else default_checkpoint_path(model_key,
                                                                                      name)
     kwargs = _plain(dict(model_kwargs or {}))
+    if cache:
+        check_writable(path)  # before training, so that a trained model is never lost
     if cache and not force and path.is_file():
         expect: dict[str, Any] = {"model": model_key, "dataset": name}
         for key, value in (("epochs", epochs), ("train_images", train_subset),

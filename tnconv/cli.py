@@ -117,51 +117,41 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_fits(meta: dict[str, Any], data: Any, source: object) -> None:
-    """A model's input channels and classes must match the dataset's."""
-    for key, have in (("in_channels", data.in_channels), ("num_classes", data.num_classes)):
-        if meta[key] != have:
-            raise ValueError(
-                f"{source} has {key}={meta[key]} but {data.name} has {have}; "
-                "evaluate it on a dataset of the same shape"
-            )
-
-
 def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     from .data import SPLITS
+    from .inputs import add_input_options
 
     p = _subcommand(
-        subparsers, _cmd_eval, "evaluate a checkpoint on its dataset's test split",
-        epilog="example: tnconv eval ~/.cache/tnconv/checkpoints/cnn4-fashion-mnist.pt")
-    p.add_argument("checkpoint", type=Path, help="checkpoint file")
-    p.add_argument("--dataset", default=None, choices=list(DATASETS),
-                   help="dataset to evaluate on (default: the checkpoint's)")
+        subparsers, _cmd_eval, "evaluate a checkpoint or any model on a dataset's test split",
+        epilog="examples: tnconv eval ~/.cache/tnconv/checkpoints/cnn4-fashion-mnist.pt; "
+               "tnconv eval resnet18 --weights DEFAULT --dataset imagenet/val")
+    p.add_argument("checkpoint", type=Path, metavar="MODEL",
+                   help="a checkpoint file, a model name (with --weights or --state-dict) or "
+                        "package.module:callable (with --state-dict FILE)")
+    p.add_argument("--dataset", default=None, metavar="DATA",
+                   help="a dataset name, an ImageFolder folder or package.module:callable "
+                        "(default: the checkpoint's dataset)")
     p.add_argument("--split", default="test", choices=list(SPLITS))
     p.add_argument("--subset", type=int, default=None, metavar="N",
                    help="evaluate on N images only")
     p.add_argument("--batch-size", type=int, default=1000)
+    add_input_options(p)
     _add_common(p)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     """Load a checkpoint written by 'tnconv train' and report its test accuracy and loss
     (and top-5 accuracy for CIFAR-100)."""
-    from .checkpoints import load_checkpoint
-    from .data import load_dataset
+    from .inputs import describe_data, load_input_data, load_input_model
     from .runtime import resolve_device
     from .train import evaluate
 
     device = resolve_device(args.device)
-    model, meta = load_checkpoint(args.checkpoint, map_location=device)
-    dataset = args.dataset or meta.get("dataset")
-    if dataset is None:
-        raise ValueError(f"{args.checkpoint} does not name its dataset; pass --dataset")
-    data = load_dataset(dataset, args.split, root=args.data_root, download=args.download)
-    _check_fits(meta, data, args.checkpoint)
-    if args.subset is not None:
-        data = data.subset(args.subset, seed=args.seed)
+    model, meta = load_input_model(args, str(args.checkpoint), device)
+    data = load_input_data(args, args.dataset, meta, split=args.split, subset=args.subset)
     result = evaluate(model, data, batch_size=args.batch_size, device=device)
-    line = (f"{meta['model']} on {data.name} ({args.split}, {result['n']} images): "
+    line = (f"{meta['model']} on {describe_data(data, args.dataset)} ({args.split}, "
+            f"{result['n']} images): "
             f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}")
     if "top5" in result:
         line += f", top-5 {result['top5']:.4f}"
@@ -175,14 +165,21 @@ def _add_spectra(subparsers: argparse._SubParsersAction) -> None:
         "spectra atlas of a model's conv kernels over cuts (entropy, ranks, norm loss)",
         epilog="examples: tnconv spectra ~/.cache/tnconv/checkpoints/cnn4-fashion-mnist.pt; "
                "tnconv spectra resnet50 --cuts 'out|in,kh,kw;out,kh|in,kw' --out atlas.csv")
-    p.add_argument("source", help="a checkpoint written by 'tnconv train', or a model name "
-                                  "(cnn4, resnet50 or any torchvision classifier; random init)")
+    p.add_argument("source", help="a checkpoint written by 'tnconv train', a model name (cnn4, "
+                                  "resnet50 or any torchvision classifier; random init unless "
+                                  "--weights or --state-dict) or package.module:callable")
     p.add_argument("--cuts", default="all",
                    help="'all' (every bipartition, default) or cuts separated by ';'")
     p.add_argument("--num-classes", type=int, default=10,
                    help="classes of a model built by name (default: 10)")
     p.add_argument("--in-channels", type=int, default=3,
                    help="input channels of a model built by name (default: 3)")
+    p.add_argument("--weights", default=None, metavar="NAME",
+                   help="torchvision weights of a model name, e.g. DEFAULT")
+    p.add_argument("--state-dict", type=Path, default=None, metavar="FILE",
+                   help="load these weights into a model built by name or MODULE:CALLABLE")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of a randomly initialised model (default: 0)")
     p.add_argument("--include-linear", action="store_true", help="also the Linear layers")
     p.add_argument("--out", type=Path, default=None, metavar="PATH",
                    help="write the table as CSV (default: print it)")
@@ -194,18 +191,13 @@ def _cmd_spectra(args: argparse.Namespace) -> int:
     and norm loss at half rank (tnconv.spectra_atlas)."""
     from .atlas import spectra_atlas
 
-    source = Path(args.source).expanduser()
-    if source.suffix == ".pt" or source.exists():
-        from .checkpoints import load_checkpoint
-
-        model, meta = load_checkpoint(source, map_location="cpu")
-        what = f"{meta['model']} from {source}"
-    else:
-        from .models import get_model
-
-        model = get_model(args.source, args.num_classes, args.in_channels)
-        what = f"{args.source} (random init)"
     cuts = "all" if args.cuts.strip() == "all" else _split(args.cuts, ";")
+    if not cuts:  # checked before a model is loaded
+        raise ValueError(f"--cuts {args.cuts!r} names no cut; pass 'all' or cuts separated by "
+                         "';', e.g. 'out|in,kh,kw;out,kh|in,kw'")
+    from .inputs import spectra_model
+
+    model, what = spectra_model(args)
     table = spectra_atlas(model, cuts=cuts, include_linear=args.include_linear).to_pandas()
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -226,6 +218,7 @@ def _split(text: str, sep: str = ",") -> list[str]:
 
 
 def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
+    from .inputs import add_input_options
     from .study.sweep import DEFAULT_LEVELS, LEVEL_CRITERIA, SWEEP_MODES
 
     p = _subcommand(
@@ -236,10 +229,13 @@ def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
                "  tnconv sweep cnn4 --dataset fashion-mnist --cuts 'out|in,kh,kw' "
                "'out,kh|in,kw' \\\n      --levels 1 0.5 0.1 --layers 'block*.conv' "
                "--mode all --test-subset 1000 --out all.jsonl")
-    p.add_argument("source", help="a checkpoint written by 'tnconv train', or a model name "
-                                  "(the cached trained model; trained now if there is none)")
-    p.add_argument("--dataset", choices=list(DATASETS), default=None,
-                   help="dataset whose test split is used (default: the checkpoint's)")
+    p.add_argument("source",
+                   help="a checkpoint written by 'tnconv train', a model name (the cached trained "
+                        "model, trained now if there is none; or with --weights / --state-dict) "
+                        "or package.module:callable (with --state-dict FILE)")
+    p.add_argument("--dataset", default=None, metavar="DATA",
+                   help="a dataset name (its test split), an ImageFolder folder or "
+                        "package.module:callable (default: the checkpoint's dataset)")
     p.add_argument("--out", type=Path, required=True, metavar="FILE",
                    help="the rows, as .csv or .jsonl (appended to: a rerun resumes)")
     p.add_argument("--cuts", nargs="+", default=["all"], metavar="CUT",
@@ -258,47 +254,32 @@ def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
                    help="evaluate on N test images only (a fixed random subset)")
     p.add_argument("--batch-size", type=int, default=1000, help="evaluation batch size")
     p.add_argument("--include-linear", action="store_true", help="also the Linear layers")
+    p.add_argument("--cache-bytes", type=int, default=None, metavar="N",
+                   help="memory budget of the prefix cache in bytes (default: a quarter of the "
+                        "device memory); beyond it, full evaluations streaming the data")
+    add_input_options(p)
     _add_common(p)
-
-
-def _sweep_model(args: argparse.Namespace, device: Any) -> tuple[Any, dict[str, Any]]:
-    """The model to sweep: a checkpoint, or the trained model of a name (train_or_load)."""
-    from .checkpoints import load_checkpoint, train_or_load
-
-    source = Path(args.source).expanduser()
-    if source.suffix == ".pt" or source.exists():
-        return load_checkpoint(source, map_location=device)
-    if args.dataset is None:
-        raise ValueError(f"name the dataset to train or load {args.source!r} on: --dataset NAME")
-    return train_or_load(args.source, args.dataset, device=device, seed=args.seed,
-                         progress=not args.no_progress, root=args.data_root,
-                         download=args.download)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     """Truncate the conv kernels of a trained model along cuts at several levels and measure
     test accuracy and loss (tnconv.sweep). Rows are appended to --out as they are computed
     (the same CSV / JSONL as the API's out=), so running the same command again resumes."""
-    from .data import load_dataset
+    from .inputs import describe_data, load_input_data, load_input_model
     from .runtime import resolve_device
     from .study.sweep import sweep
 
     device = resolve_device(args.device)
-    model, meta = _sweep_model(args, device)
-    if not (args.dataset or meta.get("dataset")):
-        raise ValueError(f"{args.source} does not name its dataset; pass --dataset")
-    data = load_dataset(args.dataset or meta["dataset"], "test", root=args.data_root,
-                        download=args.download)
-    _check_fits(meta, data, args.source)
-    if args.test_subset is not None:
-        data = data.subset(args.test_subset, seed=args.seed)
+    model, meta = load_input_model(args, args.source, device)
+    data = load_input_data(args, args.dataset, meta, subset=args.test_subset)
     cuts = "all" if args.cuts == ["all"] else args.cuts
     rows = sweep(model, data, layers=args.layers, cuts=cuts, levels=args.levels,
                  criterion=args.criterion, mode=args.mode, out=args.out,
                  include_linear=args.include_linear, batch_size=args.batch_size, device=device,
-                 progress=not args.no_progress)
+                 cache_bytes=args.cache_bytes, progress=not args.no_progress)
     base = rows[0]["baseline_accuracy"] if len(rows) else float("nan")
-    print(f"{meta['model']} from {args.source} on {data.name} ({len(data)} test images, "
+    print(f"{meta['model']} from {args.source} on {describe_data(data, args.dataset)} "
+          f"({rows[0]['n'] if len(rows) else 0} test images, "
           f"baseline accuracy {base:.4f}): {len(rows)} {args.mode} rows, "
           f"{rows.info['rows_new']} new, in {args.out}")
     return 0
@@ -319,6 +300,8 @@ def _levels(text: str) -> tuple[float, ...]:
 
 def _add_study_options(p: argparse.ArgumentParser) -> None:
     """The study's options, shared by ``tnconv study`` and the example scripts."""
+    from .inputs import add_input_options
+
     g = p.add_mutually_exclusive_group()
     g.add_argument("--full", action="store_true",
                    help="run everything (all conv layers, all 7 cuts, 6 levels, the whole test "
@@ -327,10 +310,13 @@ def _add_study_options(p: argparse.ArgumentParser) -> None:
                    help="the quick profile (the default without a GPU; <= 15 min on 2 cores)")
     g.add_argument("--tiny", action="store_true",
                    help="the tiny CI profile (a narrow model trained briefly; about a minute)")
-    p.add_argument("--dataset", choices=list(DATASETS),
-                   help="dataset (default fashion-mnist; cifar10/cifar100 is the study's setting)")
-    p.add_argument("--model", help="model name for tnconv.models.get_model (overrides the "
-                                   "profile's)")
+    p.add_argument("--dataset", metavar="DATA",
+                   help=f"a dataset name ({', '.join(DATASETS)}; default fashion-mnist, "
+                        "cifar10/cifar100 is the study's setting), an ImageFolder folder or "
+                        "package.module:callable")
+    p.add_argument("--model", help="a model name for tnconv.models.get_model (overrides the "
+                                   "profile's), a checkpoint or package.module:callable")
+    add_input_options(p)
     p.add_argument("--out", help="run folder (default runs/<script>-<dataset>-<profile>); "
                                  "rerunning with the same folder resumes the sweeps")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
@@ -399,11 +385,17 @@ def _cmd_study(args: argparse.Namespace, profile_set: Any = None) -> int:
     the most aggressive truncation that lost accuracy, and a run folder with CSV/JSON
     tables, PNG plots and summary.md (tnconv.study.experiment.run_study). Rerunning with the
     same --out resumes the sweeps."""
+    from .inputs import is_own_input, own_label, study_inputs
+    from .runtime import resolve_device
     from .study.experiment import run_study
     from .study.profiles import PROFILE_SETS
 
+    given = study_inputs(args, resolve_device(args.device or "auto"))
+    for key in ("model", "dataset"):  # your own model or data: named in the report only
+        if given and getattr(args, key) is not None and is_own_input(getattr(args, key)):
+            setattr(args, key, own_label(getattr(args, key)))
     cfg = _study_config(args, profile_set or PROFILE_SETS[args.profiles])
-    print(f"summary: {run_study(cfg)['out']}/summary.md")
+    print(f"summary: {run_study(cfg, **given)['out']}/summary.md")
     return 0
 
 

@@ -11,6 +11,7 @@ The arrays are torch tensors on any device; opt_einsum calls torch's own ``tenso
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -32,6 +33,27 @@ def _equation(
     lhs = ",".join("".join(symbols[ix] for ix in group) for group in inds)
     rhs = "".join(symbols[ix] for ix in output_inds)
     return f"{lhs}->{rhs}", symbols
+
+
+def _check_network(inds: Sequence[Sequence[str]], shapes: Sequence[Sequence[int]],
+                   output_inds: Sequence[str]) -> None:
+    """Errors in the leg names of the network (not in einsum letters, as opt_einsum gives)."""
+    sizes: dict[str, tuple[int, int]] = {}
+    for k, (ix, shp) in enumerate(zip(inds, shapes)):
+        if len(ix) != len(shp):
+            raise ValueError(f"indices {tuple(ix)} do not match shape {tuple(shp)} (array {k})")
+        for i, d in zip(ix, shp):
+            j, size = sizes.setdefault(i, (k, int(d)))
+            if size != int(d):
+                raise ValueError(f"index {i!r} has size {size} in array {j} but {int(d)} in "
+                                 f"array {k}; a shared index must have one size")
+    for i in output_inds:
+        if i not in sizes:
+            raise ValueError(f"output index {i!r} is on no array; the indices are "
+                             f"{', '.join(map(repr, sizes))}")
+    dupes = sorted({i for i in output_inds if list(output_inds).count(i) > 1})
+    if dupes:
+        raise ValueError(f"output index {dupes[0]!r} appears more than once in output_inds")
 
 
 @lru_cache(maxsize=512)
@@ -72,9 +94,7 @@ def contraction_expression(
     """
     if len(inds) != len(shapes):
         raise ValueError(f"got {len(inds)} index tuples but {len(shapes)} shapes")
-    for ix, shp in zip(inds, shapes):
-        if len(ix) != len(shp):
-            raise ValueError(f"indices {tuple(ix)} do not match shape {tuple(shp)}")
+    _check_network(inds, shapes, output_inds)
     eq, _ = _equation(inds, output_inds)
     key = tuple(tuple(int(d) for d in s) for s in shapes)
     return _cached_expression(eq, key, optimize)
@@ -117,10 +137,18 @@ def contract(
     """
     if len(arrays) != len(inds):
         raise ValueError(f"got {len(arrays)} arrays but {len(inds)} index tuples")
+    if not all(isinstance(a, torch.Tensor) for a in arrays):
+        bad = next(type(a).__name__ for a in arrays if not isinstance(a, torch.Tensor))
+        raise TypeError(f"arrays must be torch tensors, got a {bad}")
     expr = contraction_expression(inds, [tuple(a.shape) for a in arrays], output_inds,
                                   optimize=optimize)
     out = expr(*arrays, backend="torch")
-    return out.reshape(tuple(shape)) if shape is not None else out
+    if shape is None:
+        return out
+    if math.prod(shape) != out.numel():
+        raise ValueError(f"shape {tuple(shape)} does not hold the {out.numel()} entries of the "
+                         f"result {tuple(out.shape)} over {tuple(output_inds)}")
+    return out.reshape(tuple(shape))
 
 
 def contract_tn(

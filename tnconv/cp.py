@@ -49,8 +49,10 @@ def _check_als(tensor: object, rank: object, n_iter: object, tol: object) -> Non
                          f"got shape {tuple(tensor.shape)}")
     check_positive_int("rank", rank)
     check_positive_int("n_iter", n_iter)
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or tol < 0:
-        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)):
+        raise TypeError(f"tol must be a finite number >= 0, got {tol!r}")
+    if not math.isfinite(tol) or tol < 0:
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
 
 
 def _als_start(x: torch.Tensor, rank: int, seed: int) -> list[torch.Tensor]:

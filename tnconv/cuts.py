@@ -100,7 +100,7 @@ def parse_cut(
         if not text:
             raise ValueError("empty cut; write it like 'out,kh|in,kw'")
         raw_groups = [g.split(",") if g else [] for g in text.split("|")]
-    elif isinstance(cut, Sequence):
+    elif isinstance(cut, Sequence) and not isinstance(cut, (bytes, bytearray)):
         raw_groups = []
         for g in cut:
             if isinstance(g, str):
@@ -110,7 +110,8 @@ def parse_cut(
             else:
                 raise TypeError(f"cut groups must be strings or sequences of strings, got {g!r}")
     else:
-        raise TypeError(f"cut must be a string like 'out,kh|in,kw', got {type(cut).__name__}")
+        raise TypeError(f"cut must be a string like 'out,kh|in,kw' or a sequence of groups, "
+                        f"got {type(cut).__name__}")
 
     groups: list[tuple[str, ...]] = []
     for raw in raw_groups:
@@ -142,6 +143,21 @@ def parse_cut(
     return tuple(groups)
 
 
+def _check_legs(legs: object) -> tuple[str, ...]:
+    """Leg names as a tuple: a sequence (not a string) of two or more distinct strings."""
+    if isinstance(legs, (str, bytes)) or not isinstance(legs, Sequence):
+        raise TypeError(f"legs must be a sequence of leg names such as ('out', 'in', 'kh', "
+                        f"'kw'), got {legs!r}")
+    legs = tuple(legs)
+    if not all(isinstance(n, str) and n for n in legs):
+        raise TypeError(f"leg names must be strings, got {legs!r}")
+    if len(legs) < 2:
+        raise ValueError(f"legs: a cut needs at least two legs, got {legs}")
+    if len(set(legs)) != len(legs):
+        raise ValueError(f"duplicate leg names in legs={legs}")
+    return legs
+
+
 def all_cuts(legs: Sequence[str] | torch.Tensor | int) -> list[str]:
     """All distinct bipartitions of a set of legs.
 
@@ -166,13 +182,9 @@ def all_cuts(legs: Sequence[str] | torch.Tensor | int) -> list[str]:
     >>> len(all_cuts(4))
     7
     """
-    if isinstance(legs, (torch.Tensor, int)):
+    if isinstance(legs, (torch.Tensor, int)) and not isinstance(legs, bool):
         legs = kernel_legs(legs)
-    legs = tuple(legs)
-    if len(legs) < 2:
-        raise ValueError(f"a cut needs at least two legs, got {legs}")
-    if len(set(legs)) != len(legs):
-        raise ValueError(f"duplicate leg names in {legs}")
+    legs = _check_legs(legs)
     first, rest = legs[0], legs[1:]
     cuts = []
     for k in range(0, len(rest)):
@@ -195,6 +207,6 @@ def default_chain(legs: Sequence[str], split: Mapping[str, Sequence[int]] | None
     >>> default_chain(("out", "in"), {"out": (2, 2)})
     'out0|out1|in'
     """
-    legs = tuple(legs)
+    legs = _check_legs(legs)
     order = (legs[0], *legs[2:], legs[1])
     return "|".join(physical_legs(order, dict(split or {})))

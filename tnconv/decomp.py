@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -46,6 +47,7 @@ __all__ = [
     "check_positive_int",
     "check_ratio",
     "check_spectrum",
+    "frobenius_norm",
     "left_singular",
     "norm_loss",
     "rank_for_error",
@@ -106,19 +108,25 @@ def check_ratio(ratio: object) -> float | None:
     """
     if ratio is None:
         return None
-    if not _is_number(ratio) or not math.isfinite(ratio):
+    if not _is_number(ratio):
         raise TypeError(f"ratio must be a finite number > 1, got {ratio!r}")
+    if not math.isfinite(ratio):
+        raise ValueError(f"ratio must be a finite number > 1, got {ratio}")
     if ratio <= 1:
         raise ValueError(f"ratio must be > 1 (dense / factored parameters), got {ratio}")
     return float(ratio)
 
 
-def check_spectrum(s: object, name: str = "s") -> torch.Tensor:
+def check_spectrum(s: object, name: str = "s", *, descending: bool = False) -> torch.Tensor:
     """Validate singular values: a non-empty 1-D floating tensor, finite and non-negative.
+
+    With ``descending=True`` the values must also be sorted largest first (as
+    :func:`svdvals` returns them; a slack of ``1e-6 * max(s)`` absorbs rounding): the
+    functions that read ranks off a spectrum need that order.
 
     Examples
     --------
-    >>> check_spectrum(torch.tensor([2.0, 1.0])).tolist()
+    >>> check_spectrum(torch.tensor([2.0, 1.0]), descending=True).tolist()
     [2.0, 1.0]
     """
     if not isinstance(s, torch.Tensor):
@@ -129,7 +137,38 @@ def check_spectrum(s: object, name: str = "s") -> torch.Tensor:
         raise TypeError(f"{name} must be floating point, got {s.dtype}")
     if bool((s < 0).any()) or not bool(torch.isfinite(s).all()):
         raise ValueError(f"{name} must hold finite, non-negative singular values")
+    if descending and s.numel() > 1:
+        s64 = s.detach().to(torch.float64)
+        if bool((s64[1:] - s64[:-1] > 1e-6 * s64.max()).any()):
+            raise ValueError(f"{name} must be sorted in descending order (largest first), "
+                             f"got {s.tolist()[:8]}{' ...' if s.numel() > 8 else ''}")
     return s
+
+
+def frobenius_norm(t: torch.Tensor) -> float:
+    """``||t||_F`` in float64, scaled by ``max |t|`` first: no overflow of the squares.
+
+    Examples
+    --------
+    >>> f"{frobenius_norm(torch.tensor([3e200, 4e200], dtype=torch.float64)):.3g}"
+    '5e+200'
+    """
+    t64 = t.detach().to(torch.float64)
+    top = float(t64.abs().max()) if t64.numel() else 0.0
+    if top == 0.0 or not math.isfinite(top):
+        return top
+    return top * float((t64 / top).norm())
+
+
+def _scaled(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``s / max(s)`` in float64 (along the last dimension) and that max (1 where it is 0).
+
+    Squares of the scaled values cannot overflow (float64 squares do above ``~1e154``).
+    """
+    s64 = s.detach().to(torch.float64)
+    top = s64.amax(-1, keepdim=True)
+    top = torch.where(top > 0, top, torch.ones_like(top))
+    return s64 / top, top
 
 
 # -- singular values and vectors --------------------------------------------------------------
@@ -208,8 +247,11 @@ def left_singular(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     if m.shape[0] <= m.shape[1]:
         m64 = m.double()
+        top = float(m64.abs().max()) if m64.numel() else 0.0
+        top = top if 0.0 < top < math.inf else 1.0
+        m64 = m64 / top  # no overflow in the Gram matrix
         evals, u = torch.linalg.eigh(m64 @ m64.T)
-        return u.flip(1).to(m.dtype), evals.flip(0).clamp_min(0).sqrt().to(m.dtype)
+        return u.flip(1).to(m.dtype), (evals.flip(0).clamp_min(0).sqrt() * top).to(m.dtype)
     u, s, _ = torch.linalg.svd(m, full_matrices=False)
     return u, s
 
@@ -228,7 +270,7 @@ def tail_errors(s: torch.Tensor) -> torch.Tensor:
     >>> tail_errors(torch.tensor([4.0, 3.0])).tolist()
     [1.0, 0.6, 0.0]
     """
-    sq = s.to(torch.float64) ** 2
+    sq = _scaled(s)[0] ** 2
     tails = torch.flip(torch.cumsum(torch.flip(sq, (-1,)), -1), (-1,))
     tails = torch.cat([tails, torch.zeros_like(tails[..., :1])], -1)
     total = tails[..., :1]
@@ -243,7 +285,13 @@ def norm_loss(s: torch.Tensor, rank: int) -> float:
     >>> norm_loss(torch.tensor([4.0, 3.0]), 1)
     0.19999999999999996
     """
-    sq = s.detach().to(torch.float64) ** 2
+    s = check_spectrum(s, descending=True)
+    if isinstance(rank, bool) or not hasattr(rank, "__index__"):
+        raise TypeError(f"rank must be an int, got {rank!r}")
+    rank = operator.index(rank)
+    if not 0 <= rank <= s.numel():
+        raise ValueError(f"rank must be in 0..{s.numel()}, got {rank}")
+    sq = _scaled(s)[0] ** 2
     total = float(sq.sum())
     return 1.0 - math.sqrt(float(sq[:rank].sum()) / total) if total > 0 else 0.0
 
@@ -276,14 +324,14 @@ def rank_for_error(s: torch.Tensor, max_error: float, *, norm: float | None = No
     >>> rank_for_error(torch.tensor([4.0, 3.0]), 0.6), rank_for_error(torch.tensor([4.0, 3.0]), 0.5)
     (1, 2)
     """
-    s = check_spectrum(s)
+    s = check_spectrum(s, descending=True)
     check_max_error(max_error)
-    sq = s.to(torch.float64) ** 2
-    total = float(sq.sum())
-    ref = total if norm is None else float(norm) ** 2
-    if total == 0.0 or ref == 0.0:
+    scaled, top = _scaled(s)
+    norm_s = float(top) * math.sqrt(float((scaled * scaled).sum()))  # ||s||, no overflow
+    ref = norm_s if norm is None else float(norm)
+    if norm_s == 0.0 or ref == 0.0:
         return 0
-    err = tail_errors(s) * math.sqrt(total / ref)
+    err = tail_errors(s) * (norm_s / ref)
     found = _first_rank_within(err, max_error)
     return s.numel() if found is None else max(1, found)
 
@@ -293,10 +341,14 @@ def _cutoff_rank(s: torch.Tensor, cutoff: float, mode: str) -> int:
     if mode in ("rel", "abs"):
         thresh = cutoff * float(s64[0]) if mode == "rel" else cutoff
         return int((s64 > thresh).sum())
-    vals = s64 * s64 if mode.endswith("2") else s64
+    scaled, top = _scaled(s)  # sums of squares without overflow
+    power = 2 if mode.endswith("2") else 1
+    vals = scaled**power
     tails = torch.flip(torch.cumsum(torch.flip(vals, (0,)), 0), (0,))
     tails = torch.cat([tails, tails.new_zeros(1)])
-    limit = cutoff * float(tails[0]) if mode.startswith("r") else cutoff
+    t = float(top)
+    limit = (cutoff * float(tails[0]) if mode.startswith("r")
+             else cutoff / t / (t if power == 2 else 1.0))
     found = _first_rank_within(tails, limit)
     return s64.numel() if found is None else found
 

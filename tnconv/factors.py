@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import torch
 
 from .contract import contract
+from .decomp import frobenius_norm
 from .legs import validate_kernel
 
 __all__ = ["KernelFactors", "check_conv2d_kernel"]
@@ -74,8 +75,8 @@ class KernelFactors:
         self.error_bound = error_bound
         with torch.no_grad():
             ref = kernel.detach().double()
-            norm = float(ref.norm())
-            diff = float((self.to_kernel().double() - ref).norm())
+            norm = frobenius_norm(ref)  # scaled: no overflow above ~1e154
+            diff = frobenius_norm(self.to_kernel().double() - ref)
         self.rel_error: float = diff / norm if norm > 0 else diff
 
     @property

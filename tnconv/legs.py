@@ -91,6 +91,9 @@ def validate_kernel(kernel: object, *, name: str = "kernel") -> torch.Tensor:
         )
     if kernel.numel() == 0:
         raise ValueError(f"{name} has a zero-sized axis: shape {tuple(kernel.shape)}")
+    if kernel.is_meta:
+        raise ValueError(f"{name} is on the meta device (shape only, no values); materialise "
+                         "it first, e.g. with module.to_empty(device='cpu') and an init")
     with torch.no_grad():
         if not bool(torch.isfinite(kernel).all()):
             raise ValueError(f"{name} contains NaN or Inf entries")
@@ -158,8 +161,10 @@ def factorize(n: int, mode: str = "binary") -> tuple[int, ...]:
     """
     if mode not in _SPLIT_MODES:
         raise ValueError(f"unknown split mode {mode!r}; valid: {', '.join(_SPLIT_MODES)}")
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int (a leg size), got {n!r}")
     if n < 1:
-        raise ValueError(f"leg size must be >= 1, got {n}")
+        raise ValueError(f"n (the leg size) must be >= 1, got {n}")
     if mode == "prime":
         factors = _prime_factors(n)
     else:
@@ -170,6 +175,20 @@ def factorize(n: int, mode: str = "binary") -> tuple[int, ...]:
         if n > 1:
             factors.append(n)
     return tuple(factors) or (1,)
+
+
+def _is_int(x: object) -> bool:
+    return hasattr(x, "__index__") and not isinstance(x, (bool, torch.Tensor))
+
+
+def _split_sizes(leg: str, factors: object) -> tuple[int, ...]:
+    """The sub-leg sizes of one leg of a ``split=`` mapping: ints only, no coercion."""
+    if _is_int(factors):
+        return (int(factors),)  # type: ignore[call-overload]
+    if (isinstance(factors, (str, bytes)) or not isinstance(factors, Sequence)
+            or not all(_is_int(f) for f in factors)):
+        raise TypeError(f"split sizes of leg {leg!r} must be ints, e.g. (4, 4), got {factors!r}")
+    return tuple(int(f) for f in factors)
 
 
 def resolve_split(
@@ -223,9 +242,7 @@ def resolve_split(
     for leg, factors in split.items():
         if leg not in sizes:
             raise ValueError(f"split names unknown leg {leg!r}; valid legs: {', '.join(legs)}")
-        if isinstance(factors, int):
-            factors = (factors,)
-        factors = tuple(int(f) for f in factors)
+        factors = _split_sizes(leg, factors)
         if not factors or any(f < 1 for f in factors):
             raise ValueError(f"split sizes of leg {leg!r} must be positive, got {factors}")
         prod = 1

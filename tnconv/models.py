@@ -12,6 +12,7 @@ pass, so activations can be cached at the input of each top-level child.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -224,7 +225,42 @@ def _adapt_first_conv(model: nn.Module, in_channels: int) -> None:
                      "no 3-channel Conv2d found")
 
 
-def get_model(name: str, num_classes: int, in_channels: int = 3, **kwargs: Any) -> nn.Module:
+def _resolve_weights(key: str, weights: Any) -> Any:
+    """torchvision's weights enum member for ``weights`` (a member, or a name such as
+    ``"DEFAULT"``, ``"IMAGENET1K_V1"`` or ``"ResNet18_Weights.IMAGENET1K_V1"``)."""
+    import torchvision.models
+
+    if not isinstance(weights, str):
+        return weights
+    enum = torchvision.models.get_model_weights(key)
+    member = weights.rsplit(".", 1)[-1]
+    if member == "DEFAULT" or member in enum.__members__:
+        return enum[member]
+    names = [m for m in enum.__members__ if m != "DEFAULT"]
+    raise ValueError(f"unknown weights {weights!r} for {key}; valid: DEFAULT, "
+                     f"{', '.join(names)}")
+
+
+def _pretrained(key: str, weights: Any, **kwargs: Any) -> nn.Module:
+    """torchvision's ``key`` with ``weights``: from the torch hub cache, else downloaded."""
+    import torchvision.models
+
+    w = _resolve_weights(key, weights)
+    try:
+        return torchvision.models.get_model(key, weights=w, **kwargs)
+    except (ValueError, TypeError):  # torchvision's own checks (num_classes, ...)
+        raise
+    except Exception as exc:  # offline: URLError, OSError, ... as the network fails
+        hub = Path(torch.hub.get_dir()) / "checkpoints"
+        file = w.url.rsplit("/", 1)[-1]
+        raise FileNotFoundError(
+            f"weights {w} for {key} are not in the torch hub cache and cannot be downloaded "
+            f"here ({type(exc).__name__}: {exc}); put {file} (from {w.url}) into {hub}/"
+        ) from exc
+
+
+def get_model(name: str, num_classes: int | None = None, in_channels: int = 3, *,
+              weights: Any = None, **kwargs: Any) -> nn.Module:
     """Build a model by name: ``"cnn4"``, ``"resnet50"`` or any torchvision classifier.
 
     Parameters
@@ -233,10 +269,18 @@ def get_model(name: str, num_classes: int, in_channels: int = 3, **kwargs: Any) 
         ``"cnn4"`` (:func:`cnn4`), ``"resnet50"`` (:func:`resnet50`, CIFAR stem by default), or a
         name from ``torchvision.models.list_models(module=torchvision.models)`` (built with
         random weights; its first convolution is replaced when ``in_channels != 3``).
-    num_classes : int
-        Output classes.
+    num_classes : int, optional
+        Output classes; default 10, or the weights' classes (1000 for ImageNet) with
+        ``weights``.
     in_channels : int, default 3
         Image channels.
+    weights : str or torchvision weights enum, optional
+        torchvision's weights API, passed through: ``"DEFAULT"``, ``"IMAGENET1K_V1"``,
+        ``"ResNet18_Weights.IMAGENET1K_V1"`` or an enum member. The name is then always
+        torchvision's model (``"resnet50"`` with weights is torchvision's ImageNet ResNet-50,
+        not the CIFAR-stem variant). The file is taken from the torch hub cache
+        (``torch.hub.get_dir()/checkpoints``) or downloaded; offline without it a
+        :class:`FileNotFoundError` says which file to put where.
     **kwargs
         Passed to the constructor.
 
@@ -247,7 +291,9 @@ def get_model(name: str, num_classes: int, in_channels: int = 3, **kwargs: Any) 
     Raises
     ------
     ValueError
-        Unknown name (the message lists the valid ones).
+        Unknown name or weights (the message lists the valid ones).
+    FileNotFoundError
+        ``weights`` neither in the torch hub cache nor downloadable.
 
     Examples
     --------
@@ -257,8 +303,8 @@ def get_model(name: str, num_classes: int, in_channels: int = 3, **kwargs: Any) 
     if not isinstance(name, str):
         raise TypeError(f"model name must be a str, got {type(name).__name__}")
     key = name.strip().lower()
-    if key in MODELS:
-        return MODELS[key](num_classes, in_channels, **kwargs)
+    if key in MODELS and weights is None:
+        return MODELS[key](10 if num_classes is None else num_classes, in_channels, **kwargs)
     names = _torchvision_names()
     if key not in names:
         raise ValueError(
@@ -267,8 +313,16 @@ def get_model(name: str, num_classes: int, in_channels: int = 3, **kwargs: Any) 
         )
     import torchvision.models
 
-    _check_sizes(num_classes, in_channels)
-    model = torchvision.models.get_model(key, weights=None, num_classes=num_classes, **kwargs)
+    if weights is not None:
+        if num_classes is not None:
+            kwargs["num_classes"] = num_classes
+        _check_sizes(num_classes or 1, in_channels)
+        model = _pretrained(key, weights, **kwargs)
+    else:
+        num_classes = 10 if num_classes is None else num_classes
+        _check_sizes(num_classes, in_channels)
+        model = torchvision.models.get_model(key, weights=None, num_classes=num_classes,
+                                             **kwargs)
     if in_channels != 3:
         _adapt_first_conv(model, in_channels)
     return model

@@ -30,7 +30,7 @@ from typing_extensions import Unpack
 
 from .contract import contract
 from .cuts import CutSpec, default_chain, format_cut, parse_cut
-from .decomp import Criteria, CriteriaOptions, svd
+from .decomp import Criteria, CriteriaOptions, frobenius_norm, svd
 from .factors import KernelFactors
 from .legs import SplitSpec
 from .network import compute_dtype, import_quimb, layout
@@ -221,7 +221,7 @@ def to_mps(
     sites = parse_cut(chain, lay.legs, lay.split, min_groups=2)
     n = len(sites)
     work = kernel.to(compute_dtype(kernel, dtype)).reshape(lay.physical_shape)
-    norm = float(kernel.detach().double().norm())
+    norm = frobenius_norm(kernel)
     tn = qtn.TensorNetwork([qtn.Tensor(work, inds=lay.physical_legs, tags={"REST"})])
 
     # 1. split: exact left-canonical chain; the bond spectra are the cut spectra.

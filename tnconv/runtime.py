@@ -8,7 +8,10 @@ three helpers, so the rules live in one place:
   device asked for on a machine without one is a clear ``ValueError``;
 * :func:`autocast`: bf16 autocast on CUDA, nothing elsewhere (CPU autocast is slower there);
 * :func:`cache_dir`: ``$TNCONV_CACHE`` or ``~/.cache/tnconv``, with one sub-folder per kind of
-  file (``data``, ``checkpoints``, ``numba``).
+  file (``data``, ``checkpoints``, ``numba``);
+* :func:`atomic_write`: every file that must never be seen half-written (checkpoints, rewritten
+  result files, sweep fingerprints) is written to a temporary file beside it, synced and renamed
+  over it.
 
 This module imports torch only; it sits below everything else in the package.
 """
@@ -17,12 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torch import nn
 
-__all__ = ["autocast", "cache_dir", "model_device", "resolve_device"]
+__all__ = ["atomic_write", "autocast", "cache_dir", "model_device", "resolve_device"]
 
 
 def cache_dir(sub: str | None = None) -> Path:
@@ -92,3 +98,33 @@ def autocast(device: torch.device | str, enabled: bool = True) -> contextlib.Abs
     if enabled and torch.device(device).type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Write a file through ``write(fh)`` so that readers see the old or the new file, never half.
+
+    ``write`` gets a binary file opened beside ``path`` (same folder, so the rename is atomic);
+    the file is flushed, synced and renamed over ``path``. On any error the temporary file is
+    removed and the error raised; ``path`` is untouched.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "x.txt"
+    >>> _ = atomic_write(p, lambda fh: fh.write(b"hello"))
+    >>> p.read_text()
+    'hello'
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path

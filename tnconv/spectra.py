@@ -121,6 +121,16 @@ def spectrum(
     return svdvals(m)
 
 
+def _check_entropy_options(alpha: object, base: object) -> None:
+    for name, value in (("alpha", alpha), ("base", base)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{name} must be a number, got {value!r}")
+    if math.isnan(alpha) or alpha < 0:  # type: ignore[arg-type]
+        raise ValueError(f"alpha must be a number >= 0 (inf allowed), got {alpha!r}")
+    if not math.isfinite(base) or base <= 0 or base == 1:  # type: ignore[arg-type]
+        raise ValueError(f"base must be a finite positive number other than 1, got {base!r}")
+
+
 def entropy(s: torch.Tensor, *, alpha: float = 1.0, base: float = 2.0) -> torch.Tensor:
     """Von Neumann (``alpha=1``) or Renyi entropy of a spectrum.
 
@@ -151,11 +161,9 @@ def entropy(s: torch.Tensor, *, alpha: float = 1.0, base: float = 2.0) -> torch.
     0.8911
     """
     s = check_spectrum(s)
-    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha < 0:
-        raise ValueError(f"alpha must be a number >= 0, got {alpha!r}")
-    if not isinstance(base, (int, float)) or base <= 0 or base == 1:
-        raise ValueError(f"base must be a positive number other than 1, got {base!r}")
+    _check_entropy_options(alpha, base)
     s64 = s.to(torch.float64)
+    s64 = s64 / s64.max() if float(s64.max()) > 0 else s64  # no overflow in the squares
     total = (s64 * s64).sum()
     if float(total) == 0.0:
         return torch.zeros((), dtype=s.dtype, device=s.device)
@@ -202,9 +210,10 @@ def norm_curve(s: torch.Tensor) -> NormCurve:
     >>> c.rel_error.tolist(), c.norm_loss.tolist()
     ([1.0, 0.6, 0.0], [1.0, 0.19999999999999996, 0.0])
     """
-    s = check_spectrum(s)
+    s = check_spectrum(s, descending=True)
     err = tail_errors(s)
-    sq = s.to(torch.float64) ** 2
+    s64 = s.to(torch.float64)
+    sq = (s64 / s64[0] if float(s64[0]) > 0 else s64) ** 2  # no overflow in the squares
     head = torch.cat([torch.zeros_like(sq[:1]), torch.cumsum(sq, 0)])
     total = head[-1]
     kept = torch.sqrt(head / total) if float(total) > 0 else torch.ones_like(head)

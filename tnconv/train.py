@@ -28,7 +28,7 @@ from .checkpoints import (
     save_checkpoint,
     train_or_load,
 )
-from .data import ImageDataset, as_tensors, canonical_name
+from .data import ImageDataset, canonical_name, loaders
 from .registry import Registry
 from .runtime import autocast, model_device, resolve_device
 
@@ -135,21 +135,10 @@ def train_config(model_name: str, dataset: str, device: str | torch.device) -> d
 def _iter_batches(data: Any, batch_size: int, device: torch.device
                   ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     if isinstance(data, ImageDataset):
-        yield from data.to(device).batches(batch_size)
-        return
+        data = data.to(device)
     # asynchronous only towards CUDA: a non-blocking copy to the host may be read unfinished
     non_blocking = device.type == "cuda"
-    if (isinstance(data, (tuple, list)) and len(data) == 2
-            and all(isinstance(t, torch.Tensor) for t in data) and data[0].dim() == 4):
-        # one (images N x C x H x W, labels N) pair, as tnconv.sweep accepts it
-        images, labels = as_tensors(data)
-        labels = labels.long()
-        for i in range(0, len(images), batch_size):
-            yield (images[i:i + batch_size].to(device, non_blocking=non_blocking),
-                   labels[i:i + batch_size].to(device, non_blocking=non_blocking))
-        return
-    for item in data:
-        x, y = item[0], item[1]
+    for x, y in loaders.batches(data, batch_size):  # any data form, checked (tnconv.data)
         yield x.to(device, non_blocking=non_blocking), y.to(device, non_blocking=non_blocking)
 
 
@@ -170,11 +159,12 @@ def evaluate(
     ----------
     model : torch.nn.Module
         Classifier returning logits N x num_classes.
-    data : ImageDataset, (images, labels) tensors, or iterable of (x, y) batches
-        The images; an ImageDataset or an ``(images, labels)`` pair is cut into
-        ``batch_size`` batches.
+    data : ImageDataset, (images, labels) tensors, Dataset, DataLoader or iterable of batches
+        The images, in any form of :mod:`tnconv.data.loaders`: an ImageDataset, a tensor pair
+        or a map-style dataset of ``(image, label)`` is cut into ``batch_size`` batches; a
+        DataLoader or an iterable of ``(x, y)`` batches is used as given.
     batch_size : int, default 1000
-        Images per batch (ImageDataset or tensor pair).
+        Images per batch (not for a DataLoader or iterable of batches).
     device : str or torch.device, optional
         Where to run; default the model's device. The model is not moved: pass data or use a
         model that is already there.
@@ -194,6 +184,8 @@ def evaluate(
     >>> sorted(evaluate(cnn4(10, 1), ds))
     ['accuracy', 'loss', 'n']
     """
+    _check_model(model)
+    _check_batch_size(batch_size)
     dev = model_device(model) if device is None else resolve_device(device)
     was_training = model.training
     model.eval()
@@ -205,8 +197,11 @@ def evaluate(
     try:
         with torch.no_grad(), autocast(dev):
             for x, y in _iter_batches(data, batch_size, dev):
+                if n == 0:
+                    loaders.check_model_input(model, x)
                 logits = model(x).float()
                 num_outputs = logits.shape[1]
+                loaders.check_sample_labels(y, num_outputs, offset=n)
                 loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
                 correct += (logits.argmax(1) == y).sum()
                 if num_outputs >= 100:
@@ -221,6 +216,18 @@ def evaluate(
     if num_outputs >= 100:
         out["top5"] = correct5.item() / n
     return out
+
+
+def _num_outputs(model: nn.Module, x: torch.Tensor) -> int:
+    """Number of outputs (classes) of ``model``, from one image of ``x`` in eval mode."""
+    loaders.check_model_input(model, x)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return int(model(x[:1]).shape[-1])
+    finally:
+        model.train(was_training)
 
 
 def _make_optimizer(model: nn.Module, spec: OptimizerSpec, lr: float, weight_decay: float
@@ -260,8 +267,11 @@ def fit(
         Any classifier mapping N x C x H x W images to N x num_classes logits. It is trained in
         place on ``device`` (moved there if needed, and to channels_last memory format when
         ``channels_last``); it is left in eval mode.
-    train_data : ImageDataset
-        Training images; copied once to ``device`` and batched there.
+    train_data : ImageDataset, tensors, Dataset, DataLoader or iterable of batches
+        Training images in any form of :mod:`tnconv.data.loaders`. An ImageDataset is copied
+        once to ``device``, shuffled and augmented there; a tensor pair or a map-style dataset
+        is shuffled and batched (no augmentation: give the dataset its own transforms); a
+        DataLoader or iterable of ``(x, y)`` batches is used as given, one pass per epoch.
     epochs : int
         Passes over ``train_data``.
     lr : float, optional
@@ -277,9 +287,10 @@ def fit(
         Default 5e-4 (SGD, L2) or 0.05 (AdamW, decoupled); biases and norms are not decayed.
     batch_size : int, default 256
         Images per step; the last incomplete batch of each epoch is dropped (kept if it would
-        be the only one).
+        be the only one). Not for a DataLoader or iterable of batches (their own).
     augment : bool, default True
-        The dataset's training augmentation (see :meth:`ImageDataset.batches`).
+        The dataset's training augmentation (see :meth:`ImageDataset.batches`; ImageDataset
+        only).
     eval_data : ImageDataset or (images, labels) tensors, optional
         Evaluated after every epoch (adds ``eval_accuracy``, ``eval_loss``, maybe ``eval_top5``).
     device : str or torch.device, optional
@@ -313,19 +324,21 @@ def fit(
     >>> sorted(history[0])
     ['epoch', 'lr', 'time', 'train_accuracy', 'train_loss']
     """
+    _check_model(model)
     lr, weight_decay = _check_fit_options(train_data, epochs=epochs, lr=lr, optimizer=optimizer,
                                           schedule=schedule, label_smoothing=label_smoothing,
                                           weight_decay=weight_decay, batch_size=batch_size)
     dev = model_device(model) if device is None else resolve_device(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.to(device=dev, memory_format=fmt)
-    data = train_data.to(dev)
+    gen = torch.Generator().manual_seed(seed)
+    # any data form (tnconv.data.loaders); labels checked against the model's outputs
+    data = loaders.train_batches(train_data, batch_size, device=dev, augment=augment,
+                                 generator=gen, probe=lambda x: _num_outputs(model, x))
     eval_set = eval_data.to(dev) if isinstance(eval_data, ImageDataset) else eval_data
-    drop_last = len(data) >= 2 * batch_size
-    steps = data.num_batches(batch_size, drop_last=drop_last)
+    steps = data.steps
     opt = _make_optimizer(model, OPTIMIZERS[optimizer], lr, weight_decay)
     sched = SCHEDULES[schedule](opt, lr, steps * epochs)
-    gen = torch.Generator().manual_seed(seed)
     history: list[dict[str, float]] = []
 
     # torch.manual_seed seeds every CUDA device too: restore all of them afterwards
@@ -334,9 +347,7 @@ def fit(
         torch.manual_seed(seed)
         for epoch in range(1, epochs + 1):
             start = time.perf_counter()
-            batches = data.batches(
-                batch_size, shuffle=True, augment=augment, generator=gen, drop_last=drop_last
-            )
+            batches = data.epoch()
             bar = _progress(batches, steps, f"epoch {epoch}/{epochs}", progress)
             record = _train_epoch(model, bar, opt, sched, fmt=fmt, dev=dev, steps=steps,
                                   label_smoothing=label_smoothing, progress=progress,
@@ -360,22 +371,42 @@ def _check_fit_options(train_data: Any, *, epochs: int, lr: float | None, optimi
                        schedule: str, label_smoothing: float, weight_decay: float | None,
                        batch_size: int) -> tuple[float, float]:
     """Validate :func:`fit`'s options; return the learning rate and weight decay to use."""
-    if not isinstance(train_data, ImageDataset):
-        raise TypeError(
-            f"train_data must be a tnconv.data.ImageDataset, got {type(train_data).__name__}"
-        )
+    loaders.batches(train_data, 1)  # a TypeError for a data form tnconv cannot read
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     spec = OPTIMIZERS[optimizer]
     SCHEDULES.resolve(schedule)  # the registry's error for an unknown name
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if not 0.0 <= label_smoothing < 1.0:
+    _check_batch_size(batch_size)
+    lr = _real("lr", spec.lr if lr is None else lr)
+    weight_decay = _real("weight_decay",
+                         spec.weight_decay if weight_decay is None else weight_decay)
+    if not 0.0 <= _real("label_smoothing", label_smoothing) < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
-    lr = spec.lr if lr is None else lr
-    if lr <= 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
-    return lr, spec.weight_decay if weight_decay is None else weight_decay
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0 (and finite), got {lr}")
+    if not weight_decay >= 0:
+        raise ValueError(f"weight_decay must be >= 0 (and finite), got {weight_decay}")
+    return lr, weight_decay
+
+
+def _real(name: str, value: Any) -> float:
+    """``value`` as a finite float; a TypeError / ValueError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return float(value)
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__} "
+                        f"{model!r:.60}")
 
 
 def _train_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -403,12 +434,19 @@ def _train_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.T
             loss_sum += loss.detach().double() * y.shape[0]
             correct += (logits.argmax(1) == y).sum()
         seen += int(y.shape[0])
+        # every step on the CPU; every 10 on CUDA (a check waits for the device)
+        if (dev.type != "cuda" or i % 10 == 0 or i == steps) and not loss_sum.isfinite():
+            raise ValueError(f"training diverged: the loss became {loss.item()} by step {i} "
+                             f"(lr {opt.param_groups[0]['lr']:.3g}); lower lr or check the data")
         if progress and (i % 10 == 0 or i == steps):
             batches.set_postfix(  # type: ignore[attr-defined]
                 loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
             )
     if seen == 0:
         raise ValueError("train_data is empty")
+    if not loss_sum.isfinite() or not all(p.isfinite().all() for p in model.parameters()):
+        raise ValueError("training diverged: the loss or the weights became non-finite "
+                         f"(lr {opt.param_groups[0]['lr']:.3g}); lower lr or check the data")
     return {"train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen,
             "lr": opt.param_groups[0]["lr"]}
 

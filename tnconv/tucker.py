@@ -20,7 +20,14 @@ from typing import Any
 import torch
 from typing_extensions import Unpack
 
-from .decomp import Criteria, CriteriaOptions, check_positive_int, check_ratio, left_singular
+from .decomp import (
+    Criteria,
+    CriteriaOptions,
+    check_positive_int,
+    check_ratio,
+    frobenius_norm,
+    left_singular,
+)
 from .factors import KernelFactors, check_conv2d_kernel
 from .network import compute_dtype
 
@@ -174,7 +181,7 @@ def to_tucker(
         w = kernel.detach().to(torch.float64)
         (u_out, s_out), (u_in, s_in) = (
             left_singular(w.movedim(axis, 0).reshape(w.shape[axis], -1)) for axis in (0, 1))
-        r = _choose_ranks(w.shape, (s_out, s_in), crit, caps, ratio, float(w.norm()))
+        r = _choose_ranks(w.shape, (s_out, s_in), crit, caps, ratio, frobenius_norm(w))
         a, b = u_out[:, : r[0]], u_in[:, : r[1]]
         core = torch.einsum("oihw,oa,ib->abhw", w, a, b)
     factors = [t.to(kernel).contiguous().clone() for t in (a, core, b)]

@@ -8,7 +8,10 @@ on its own device. The package has three modules:
   augmentation) and :func:`canonical_name`;
 * ``images.py``: :class:`ImageDataset` and :func:`as_tensors`;
 * ``sources.py``: where the files are looked for (:func:`data_search_path`), the IDX / CIFAR
-  readers, the optional download and :func:`load_dataset`.
+  readers, the optional download and :func:`load_dataset`;
+* ``folders.py``: image folders in ``ImageFolder`` layout (:func:`load_image_folder`);
+* ``loaders.py``: any data form (ImageDataset, tensors, a torch Dataset, a DataLoader, an
+  iterable of batches) as checked batches (:func:`batches`, :func:`train_batches`).
 
 Shapes: every dataset gives 32 x 32 images, so one model fits all of them. Fashion-MNIST and
 MNIST keep their single channel (``in_channels=1``) and are zero-padded by 2 pixels on each side
@@ -25,7 +28,9 @@ Examples
 from __future__ import annotations
 
 from .catalog import DATASETS, SPLITS, SYSTEM_DATA_DIR, DatasetInfo, canonical_name
-from .images import ImageDataset, as_tensors
+from .folders import is_folder_spec, load_image_folder
+from .images import ImageDataset, as_tensors, check_images, check_labels
+from .loaders import batches, check_model_input, check_sample_labels, train_batches
 from .sources import data_search_path, load_dataset
 
 __all__ = [
@@ -34,8 +39,16 @@ __all__ = [
     "ImageDataset",
     "SPLITS",
     "as_tensors",
+    "batches",
     "canonical_name",
+    "check_images",
+    "check_labels",
+    "check_model_input",
+    "check_sample_labels",
+    "is_folder_spec",
     "data_search_path",
     "load_dataset",
+    "load_image_folder",
     "SYSTEM_DATA_DIR",
+    "train_batches",
 ]

@@ -17,7 +17,7 @@ import torch
 
 from .catalog import DATASETS, SPLITS, canonical_name
 
-__all__ = ["ImageDataset", "as_tensors"]
+__all__ = ["ImageDataset", "as_tensors", "check_images", "check_labels"]
 
 
 class ImageDataset:
@@ -44,6 +44,8 @@ class ImageDataset:
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, name: str, split: str):
+        if not isinstance(images, torch.Tensor) or not isinstance(labels, torch.Tensor):
+            raise TypeError("images and labels must be torch tensors")
         if images.ndim != 4 or labels.ndim != 1 or len(images) != len(labels):
             raise ValueError(
                 f"need images N x C x H x W and labels N, got {tuple(images.shape)} "
@@ -51,9 +53,11 @@ class ImageDataset:
             )
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+        info = DATASETS[canonical_name(name)]
+        check_labels(labels, info.num_classes)
         self.images = images
         self.labels = labels
-        self.info = DATASETS[canonical_name(name)]
+        self.info = info
         self.name = self.info.name
         self.split = split
 
@@ -113,18 +117,14 @@ class ImageDataset:
         >>> len(ds.subset(4)), ds.subset([1, 2]).labels.tolist()
         (4, [1, 2])
         """
-        if isinstance(n_or_indices, bool):
-            raise TypeError("n_or_indices must be an int or indices, got bool")
-        if isinstance(n_or_indices, (int, np.integer)):
+        if isinstance(n_or_indices, (int, np.integer)) and not isinstance(n_or_indices, bool):
             n = int(n_or_indices)
             if not 0 < n <= len(self):
-                raise ValueError(f"subset size must be in 1..{len(self)}, got {n}")
+                raise ValueError(f"n_or_indices: subset size must be in 1..{len(self)}, got {n}")
             gen = torch.Generator().manual_seed(seed)
             idx = torch.randperm(len(self), generator=gen)[:n]
         else:
-            idx = torch.as_tensor(n_or_indices, dtype=torch.int64).reshape(-1)
-            if len(idx) and (idx.min() < -len(self) or idx.max() >= len(self)):
-                raise ValueError(f"subset indices must be in range for {len(self)} images")
+            idx = _subset_indices(n_or_indices, len(self))
         idx = idx.to(self.device)
         return ImageDataset(self.images[idx], self.labels[idx], self.name, self.split)
 
@@ -243,8 +243,94 @@ class ImageDataset:
         return x
 
 
-def as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(images, labels)`` from an ImageDataset-like object or a pair of tensors.
+def _subset_indices(indices: Any, n: int) -> torch.Tensor:
+    """Explicit subset indices as an int64 tensor: integers only, non-empty, in range."""
+    if isinstance(indices, torch.Tensor):
+        ok = not (indices.is_floating_point() or indices.is_complex()
+                  or indices.dtype == torch.bool)
+    elif isinstance(indices, (Sequence, np.ndarray)) and not isinstance(indices, (str, bytes)):
+        ok = all(isinstance(i, (int, np.integer)) and not isinstance(i, bool)
+                 for i in np.asarray(indices, dtype=object).reshape(-1))
+    else:
+        ok = False
+    if not ok:
+        raise TypeError(f"n_or_indices must be an int (a size) or integer indices, got "
+                        f"{indices!r:.60}")
+    idx = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
+    if len(idx) == 0:
+        raise ValueError("n_or_indices is empty: a subset needs at least one index")
+    if idx.min() < -n or idx.max() >= n:
+        raise ValueError(f"subset indices must be in range for {n} images")
+    return idx
+
+
+def check_labels(labels: torch.Tensor, num_classes: int | None = None, *,
+                 name: str = "labels") -> torch.Tensor:
+    """Check class labels: a 1-D integer tensor, each in ``0 .. num_classes - 1``.
+
+    Examples
+    --------
+    >>> check_labels(torch.tensor([0, 2, 1]), 3).tolist()
+    [0, 2, 1]
+    """
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"{name} must be a torch tensor, got {type(labels).__name__}")
+    if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"{name} must be integer class indices, got dtype {labels.dtype}")
+    if labels.ndim != 1:
+        raise ValueError(f"{name} must be 1-D class indices (N), got shape "
+                         f"{tuple(labels.shape)}")
+    if labels.numel() and not labels.is_meta:  # a meta tensor has no values to check
+        lo, hi = int(labels.min()), int(labels.max())
+        top = "" if num_classes is None else str(num_classes - 1)
+        if lo < 0 or (num_classes is not None and hi >= num_classes):
+            raise ValueError(f"{name} must be in 0..{top or 'N'}, got values from {lo} to {hi}")
+    return labels
+
+
+def check_images(images: torch.Tensor, *, in_channels: int | None = None,
+                 min_size: int = 1, name: str = "images") -> torch.Tensor:
+    """Check images: a floating ``N x C x H x W`` tensor with the expected channels and size.
+
+    Examples
+    --------
+    >>> check_images(torch.zeros(2, 3, 8, 8), in_channels=3).shape
+    torch.Size([2, 3, 8, 8])
+    """
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a torch tensor, got {type(images).__name__}")
+    if images.ndim != 4:
+        raise ValueError(f"{name} must be 4-D (N x C x H x W), got shape {tuple(images.shape)}")
+    c, h, w = (int(d) for d in images.shape[1:])
+    if in_channels is not None and c != in_channels:
+        raise ValueError(f"{name} have {c} channel{'s' * (c != 1)}, the model takes "
+                         f"in_channels={in_channels}")
+    if min(h, w) < min_size:
+        raise ValueError(f"{name} of {h}x{w} are too small: at least {min_size}x{min_size}")
+    return images
+
+
+def as_tensors(data: Any, *, num_classes: int | None = None, in_channels: int | None = None,
+               min_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images, labels)`` from an ImageDataset-like object or a pair of tensors, validated.
+
+    The one data validation of :func:`tnconv.evaluate`, :func:`tnconv.fit` and
+    :func:`tnconv.sweep`.
+
+    Parameters
+    ----------
+    data
+        An :class:`ImageDataset` (or anything with ``.images`` and ``.labels``) or a pair
+        ``(images, labels)``: images ``N x C x H x W``, labels ``N`` integer class indices.
+    num_classes
+        Labels must be below it (default: the dataset's class count where ``data`` has one).
+    in_channels, min_size
+        The channels the model takes and the smallest height / width it accepts.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming ``data``, ``images`` or ``labels`` and what is wrong.
 
     Examples
     --------
@@ -261,8 +347,10 @@ def as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
                         f"(images, labels) of tensors, got {type(data).__name__}")
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
         raise TypeError("data's images and labels must be torch tensors")
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise TypeError(f"labels must be integer class indices, got dtype {y.dtype}")
+    if num_classes is None:
+        num_classes = getattr(data, "num_classes", None)
+    check_labels(y, num_classes)
+    check_images(x, in_channels=in_channels, min_size=min_size)
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"need as many labels as images (and at least one), got {len(x)} "
                          f"images and {len(y)} labels")

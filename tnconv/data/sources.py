@@ -23,13 +23,15 @@ import os
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..runtime import cache_dir
 from .catalog import DATASETS, SPLITS, SYSTEM_DATA_DIR, DatasetInfo, canonical_name
-from .images import ImageDataset
+from .folders import is_folder_spec, load_image_folder
+from .images import ImageDataset, check_labels
 
 __all__ = ["data_search_path", "load_dataset"]
 
@@ -184,30 +186,41 @@ def _download(info: DatasetInfo) -> Path:
 
 
 def load_dataset(
-    name: str,
-    split: str,
+    name: str | os.PathLike,
+    split: str | None = None,
     *,
     root: str | os.PathLike | None = None,
     download: bool = False,
-) -> ImageDataset:
-    """Load one split of a dataset as a normalised, CPU-resident :class:`ImageDataset`.
+    **folder_options: Any,
+) -> Any:
+    """Load one split of a dataset as a normalised, CPU-resident :class:`ImageDataset`, or an
+    image folder as a streaming ``ImageFolder``.
 
     Parameters
     ----------
-    name : {"cifar10", "cifar100", "fashion-mnist", "mnist"}
-        Dataset; "fashion_mnist" and "fashionmnist" are accepted too.
+    name : {"cifar10", "cifar100", "fashion-mnist", "mnist"} or path
+        Dataset; "fashion_mnist" and "fashionmnist" are accepted too. A folder (a path object,
+        or a string with a ``/``, or an existing folder) in ``ImageFolder`` layout
+        (``name/<class>/<image>``, or ``name/<split>/<class>/<image>``) is read by
+        :func:`tnconv.data.folders.load_image_folder`.
     split : {"train", "test"}
-        Which split.
+        Which split (required for a named dataset; for a folder, the sub-folder used when it
+        exists).
     root : path, optional
         Folder searched first (see the module docstring for the search order and layouts).
     download : bool, default False
         Download into the user cache (``$TNCONV_CACHE/data``) through torchvision when the data
         is found nowhere.
+    **folder_options
+        For a folder only: ``resize`` (default 256, the shorter side), ``crop`` (default 224,
+        centre crop), ``mean`` and ``std`` (default ImageNet's), ``channels`` (default 3); see
+        :func:`tnconv.data.folders.load_image_folder`.
 
     Returns
     -------
-    ImageDataset
+    ImageDataset or torchvision.datasets.ImageFolder
         32 x 32 images; 3 channels for CIFAR, 1 for Fashion-MNIST / MNIST (padded 28 -> 32).
+        A folder gives an ``ImageFolder`` whose images are read from disk as they are used.
 
     Raises
     ------
@@ -223,7 +236,12 @@ def load_dataset(
     >>> test.images.shape, test.num_classes  # doctest: +SKIP
     (torch.Size([10000, 1, 32, 32]), 10)
     """
-    info = DATASETS[canonical_name(name)]
+    if is_folder_spec(name):
+        return load_image_folder(name, split, **folder_options)
+    if folder_options:
+        raise TypeError(f"{', '.join(folder_options)}: options of image folders only, not of "
+                        f"the named dataset {name!r}")
+    info = DATASETS[canonical_name(name)]  # type: ignore[arg-type]
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     dirs = data_search_path(info.name, root)
@@ -237,6 +255,7 @@ def load_dataset(
         )
     kind, folder = found
     x, y = _load_idx(folder, split) if kind == "idx" else _load_cifar(info, folder, split)
+    check_labels(y, info.num_classes, name=f"labels of {info.name} ({split}) in {folder}")
     mean = torch.tensor(info.mean).view(1, -1, 1, 1)
     std = torch.tensor(info.std).view(1, -1, 1, 1)
     images = (x.to(torch.float32).div_(255.0) - mean).div_(std)

@@ -34,6 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..contract import contract
+from ..legs import validate_kernel
+from .balance import balance_factors
 
 __all__ = ["PATHS", "FactorStep", "FactorizedConv2d", "conv_hyperparameters"]
 
@@ -84,7 +86,7 @@ def conv_hyperparameters(conv: nn.Conv2d) -> dict[str, Any]:
     'same'
     """
     if not isinstance(conv, nn.Conv2d):
-        raise TypeError(f"expected a torch.nn.Conv2d, got {type(conv).__name__}")
+        raise TypeError(f"conv must be a torch.nn.Conv2d, got {type(conv).__name__}")
     return {
         "in_channels": conv.in_channels,
         "out_channels": conv.out_channels,
@@ -198,16 +200,21 @@ class FactorizedConv2d(nn.Module):
         self.padding_mode: str = conv.padding_mode
         # F.pad order: (w_left, w_right, h_top, h_bottom)
         self._pads: tuple[int, ...] = tuple(conv._reversed_padding_repeated_twice)
-        self.path = path
+        if path not in PATHS:  # before the decomposition: fail fast
+            raise ValueError(f"unknown path {path!r}; valid: {', '.join(PATHS)}")
+        self._path = "auto"
         self._path_cache: dict[tuple[int, ...], bool] = {}
         if conv.bias is not None:
             self.bias = nn.Parameter(conv.bias.detach().clone())
         else:
             self.register_parameter("bias", None)
-        decomposition = type(self).decompose(conv.weight.detach(), **options)
+        weight = validate_kernel(conv.weight, name="conv.weight").detach()
+        decomposition = type(self).decompose(weight, **options)
         self._set_factors(decomposition)
+        balance_factors(self._kernel_network()[0])  # stable training: see .balance
         #: Relative error of the factored kernel against the one it was built from.
         self.rel_error: float = decomposition.rel_error
+        self.path = path  # checks that a factored form exists when it is asked for
 
     @classmethod
     def decompose(cls, kernel: torch.Tensor, **options: Any) -> Any:
@@ -228,7 +235,13 @@ class FactorizedConv2d(nn.Module):
     def path(self, value: str) -> None:
         if value not in PATHS:
             raise ValueError(f"unknown path {value!r}; valid: {', '.join(PATHS)}")
+        if value == "factored" and self._factor_steps() is None:
+            raise ValueError(
+                f"path='factored' does not apply to this {type(self).__name__} ("
+                f"{self._factor_repr() or 'its factors'}, groups={self.groups}): it has no "
+                "factored form; use path='dense' or 'auto'")
         self._path = value
+        self._path_cache.clear()
 
     @property
     def weight_shape(self) -> tuple[int, int, int, int]:

@@ -24,6 +24,7 @@ from ..legs import SplitSpec
 from ..mps import KernelMPS, to_mps
 from ..network import layout
 from ..spectra import entropy
+from .balance import balance_factors
 from .base import FactorizedConv2d, FactorStep
 
 __all__ = ["MPSConv2d"]
@@ -268,6 +269,7 @@ class MPSConv2d(FactorizedConv2d):
                          cutoff_mode=cutoff_mode if threshold is not None else None)
         trainable = self.cores[0].requires_grad
         self._set_factors(mps)
+        balance_factors(list(self.cores))
         self.cores.train(self.training).requires_grad_(trainable)
         self.rel_error = mps.rel_error
         return self.bond_dims

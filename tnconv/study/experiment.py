@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from ..data import loaders
 from ..registry import Registry
 from ..runtime import resolve_device
 
@@ -209,17 +210,22 @@ def _model(cfg: StudyConfig, device: torch.device) -> tuple[torch.nn.Module, dic
 
 
 def _step_model(run: _Run) -> None:
-    """1. The data and the trained model."""
+    """1. The data and the trained model (the caller's, when ``run_study`` was given them)."""
     from ..data import load_dataset
 
     cfg = run.cfg
     with run.timed("model"):
-        run.train = load_dataset(cfg.dataset, "train")
-        run.test = load_dataset(cfg.dataset, "test")
+        if run.test is None:
+            run.train = load_dataset(cfg.dataset, "train")
+            run.test = load_dataset(cfg.dataset, "test")
         if cfg.test_subset:
-            run.test = run.test.subset(cfg.test_subset, seed=cfg.seed)
-        model, meta = _model(cfg, run.device)
-        run.model, run.meta = model.to(run.device).eval(), dict(meta)
+            run.test = loaders.take_subset(run.test, cfg.test_subset, seed=cfg.seed)
+        if run.model is None:
+            model, meta = _model(cfg, run.device)
+            run.model, run.meta = model, dict(meta)
+        else:
+            run.meta = {"model": cfg.model, "given": type(run.model).__name__}
+        run.model = run.model.to(run.device).eval()
     _say(f"1. model ready ({run.timings['model']:.0f} s; test accuracy when trained: "
          f"{run.meta.get('accuracy', float('nan')):.4f})")
 
@@ -270,10 +276,11 @@ def _step_retrain(run: _Run) -> None:
         small, trunc = truncate_model(run.model, cut=target["cut"], keep=float(target["level"]),
                                       layers=cfg.layers)
         trunc.to_csv(run.out / "truncation.csv")
-        rtrain = (run.train.subset(cfg.retrain_subset, seed=cfg.seed + 1) if cfg.retrain_subset
-                  else run.train)
+        rtrain = (loaders.take_subset(run.train, cfg.retrain_subset, seed=cfg.seed + 1)
+                  if cfg.retrain_subset else run.train)
         _say(f"5. retraining all layers truncated along {target['cut']} at keep "
-             f"{target['level']} (accuracy {target['accuracy']:.4f}) on {len(rtrain)} images")
+             f"{target['level']} (accuracy {target['accuracy']:.4f}) on "
+             f"{loaders.data_length(rtrain) or 'all the'} images")
         for key, keep in (("plain", False), ("kept", True)):
             _, run.curves[key] = retrain(small, rtrain, epochs=cfg.retrain_epochs,
                                          keep_truncation=keep, eval_data=run.test,
@@ -312,9 +319,10 @@ def _setup_lines(run: _Run) -> list[str]:
     cfg, single, t = run.cfg, run.single, run.timings
     n_params = sum(p.numel() for p in run.model.parameters())
     n_conv = sum(1 for _ in conv_layers(run.model))
+    n_test = single[0]["n"] if single else loaders.data_length(run.test)
     return [
         f"Model `{cfg.model}` ({n_params / 1e6:.2f} M parameters, {n_conv} conv layers), "
-        f"dataset `{cfg.dataset}`, {len(run.test)} test images; profile `{cfg.profile}`."
+        f"dataset `{cfg.dataset}`, {n_test} test images; profile `{cfg.profile}`."
         + (f" {cfg.note}" if cfg.note else ""),
         f"Single-layer sweep: {len(single)} rows ({len(set(r['layer'] for r in single))} layers "
         f"x {len(set(r['cut'] for r in single))} cuts x {len(cfg.levels)} levels "
@@ -357,13 +365,20 @@ def _step_report(run: _Run, started: float) -> dict[str, Any]:
     return f
 
 
-def run_study(cfg: StudyConfig) -> dict[str, Any]:
+def run_study(cfg: StudyConfig, *, model: torch.nn.Module | None = None,
+              train_data: Any = None, test_data: Any = None) -> dict[str, Any]:
     """Run the study described by ``cfg`` and write its run folder (module docstring).
 
     Parameters
     ----------
     cfg
         The study (usually a profile of :mod:`tnconv.study.profiles` with options applied).
+    model, train_data, test_data
+        Your own trained model and its data, in any form :func:`tnconv.evaluate` takes
+        (ImageDataset, tensors, a torch Dataset such as ``ImageFolder``, a DataLoader). With
+        ``model``, ``test_data`` is needed, and ``train_data`` too when the profile retrains;
+        ``cfg.model`` and ``cfg.dataset`` then only name them in the report. Without ``model``
+        the study trains or loads ``cfg.model`` on ``cfg.dataset``.
 
     Returns
     -------
@@ -380,7 +395,9 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
     ['accuracy_vs_norm_loss.png', 'all_layers.png']
     """
     started = time.perf_counter()
-    run = _Run(cfg=cfg, out=Path(cfg.out), device=resolve_device(cfg.device))
+    _check_given(cfg, model, train_data, test_data)
+    run = _Run(cfg=cfg, out=Path(cfg.out), device=resolve_device(cfg.device), model=model,
+               train=train_data, test=test_data)
     run.out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -394,6 +411,20 @@ def run_study(cfg: StudyConfig) -> dict[str, Any]:
     f = _step_report(run, started)
     return {"out": str(run.out), "findings": f, "timings": run.timings,
             "files": sorted(p.name for p in run.out.iterdir())}
+
+
+def _check_given(cfg: StudyConfig, model: Any, train_data: Any, test_data: Any) -> None:
+    if model is None:
+        if train_data is not None or test_data is not None:
+            raise ValueError("train_data/test_data need the model trained for them: pass model=")
+        return
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if test_data is None:
+        raise ValueError("with model=, pass test_data= (the data the study evaluates on)")
+    if train_data is None and cfg.retrain_epochs > 0:
+        raise ValueError("with model= and retrain_epochs > 0, pass train_data= too (or set "
+                         "retrain_epochs=0)")
 
 
 def _device_name(device: torch.device) -> str:

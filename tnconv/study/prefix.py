@@ -19,14 +19,26 @@ Rules
   cache keeps the very tensors (dtype included, under autocast) that the full forward pass
   would feed to the stage, so a suffix evaluation gives exactly the full evaluation's logits.
 * Only one stage's cache lives at a time; :meth:`PrefixRunner.advance` moves it forward through
-  the (unmodified) stages and frees the old one. A cache larger than ``cache_bytes`` is not kept:
-  those layers are evaluated on the full model instead.
+  the (unmodified) stages and frees the old one. A cache larger than ``cache_bytes`` (default
+  :func:`default_cache_bytes`: a quarter of the device's memory) is not kept: those layers are
+  evaluated on the full model instead, streaming the data, with a warning.
+
+Data
+----
+Any form of :mod:`tnconv.data.loaders`. An ImageDataset or a tensor pair is moved to the device
+once when it fits in ``cache_bytes`` (else its batches are moved as they are used); a dataset or
+DataLoader is streamed, batch by batch, for every full evaluation, so the data never has to fit
+in memory; a one-shot iterator of batches is read once and kept in host memory. The cache holds
+each batch's labels with its activations, so a DataLoader that reshuffles still scores each
+image against its own label.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,10 +46,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import as_tensors
+from ..data import as_tensors, loaders
 from ..runtime import autocast
 
-__all__ = ["PrefixRunner", "model_stages", "Metrics"]
+__all__ = ["PrefixRunner", "default_cache_bytes", "model_stages", "Metrics"]
+
+
+def default_cache_bytes(device: str | torch.device) -> int:
+    """The default activation-cache budget: a quarter of the device's memory (of the physical
+    RAM on the CPU).
+
+    Examples
+    --------
+    >>> default_cache_bytes("cpu") > 0
+    True
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory // 4
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    except (ValueError, OSError, AttributeError):  # not a POSIX system
+        return 4 << 30
 
 #: Accuracy, mean loss and count of one evaluation.
 Metrics = dict[str, float]
@@ -84,9 +114,10 @@ class PrefixRunner:
         The model, in eval mode on ``device`` (the runner does not copy it: swap kernels in
         place and evaluate).
     data
-        An ImageDataset or ``(images, labels)``; moved to ``device`` once.
+        Any data form of :mod:`tnconv.data.loaders` (module docstring: what is moved, what is
+        streamed).
     batch_size
-        Images per batch (the same batches for every evaluation).
+        Images per batch (the same batches for every evaluation; a DataLoader keeps its own).
     device
         Where to evaluate.
     amp
@@ -127,18 +158,28 @@ class PrefixRunner:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         self.model = model
         self.device = torch.device(device)
-        x, y = as_tensors(data)
-        self.x = x.to(self.device)
-        self.y = y.to(self.device, torch.long)  # cross_entropy wants int64 class indices
-        self.n = len(self.y)
+        self.source: Any = loaders.batches(data, batch_size)
+        if self.source.in_memory:  # moved to the device once when it fits the budget
+            x, y = as_tensors(data)
+            y = y.long()  # cross_entropy wants int64 class indices
+            if cache_bytes is None or x.element_size() * x.numel() <= cache_bytes:
+                x, y = x.to(self.device), y.to(self.device)
+            self.source = [(x[i:i + batch_size], y[i:i + batch_size])
+                           for i in range(0, len(y), batch_size)]
+        elif self.source.one_shot:  # read once, kept on the host
+            self.source = list(self.source)
+        self.n: int | None = loaders.data_length(data)
         self.batch_size = batch_size
         self.amp = bool(amp) and self.device.type == "cuda"
         self.cache_bytes = cache_bytes
-        self._cache: list[torch.Tensor] | None = None
+        self._warned = False
+        self._labels_checked = False
+        self._cache: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._cache_stage = -1
         self._sizes: dict[int, int] = {}
         self.stages: list[tuple[str, nn.Module]] = []
         self.mode = "full"
+        loaders.check_model_input(model, self._first_images())
         if use_prefix:
             for open_seq in (True, False):
                 stages = model_stages(model, open_sequential=open_seq)
@@ -151,12 +192,17 @@ class PrefixRunner:
         return autocast(self.device, enabled=self.amp)
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for start in range(0, self.n, self.batch_size):
-            yield self.x[start:start + self.batch_size], self.y[start:start + self.batch_size]
+        non_blocking = self.device.type == "cuda"
+        for x, y in self.source:
+            yield (x.to(self.device, non_blocking=non_blocking),
+                   y.to(self.device, non_blocking=non_blocking))
+
+    def _first_images(self) -> torch.Tensor:
+        return next(iter(self._batches()))[0]
 
     @torch.no_grad()
     def _verify(self, stages: list[tuple[str, nn.Module]]) -> bool:
-        x = self.x[: self.batch_size]
+        x = self._first_images()
         with self._autocast():
             try:
                 ref = self.model(x)
@@ -191,23 +237,43 @@ class PrefixRunner:
         """Accuracy and mean cross-entropy of the full model on the data."""
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         loss = torch.zeros((), device=self.device, dtype=torch.float64)
+        n = 0
         with self._autocast():
             for x, y in self._batches():
-                c, ls = self._score(self.model(x), y)
+                logits = self.model(x)
+                if not self._labels_checked:
+                    loaders.check_sample_labels(y, logits.shape[-1], offset=n)
+                c, ls = self._score(logits, y)
                 correct += c
                 loss += ls.double()
-        return self._metrics(int(correct), float(loss), self.n)
+                n += len(y)
+        if n == 0:
+            raise ValueError("the evaluation data is empty")
+        self._labels_checked, self.n = True, n
+        return self._metrics(int(correct), float(loss), n)
 
     def cache_size(self, stage: int) -> int:
         """Bytes of the cache at the input of ``stage`` (computed by one batch's pass)."""
         if stage in self._sizes:
             return self._sizes[stage]
+        if self.n is None:
+            self.evaluate()  # counts the images
         with torch.no_grad(), self._autocast():
-            h = self.x[: self.batch_size]
+            h = self._first_images()
             for _, mod in self.stages[:stage]:
                 h = _run_stage(mod, h)
         self._sizes[stage] = math.ceil(h.element_size() * h[0].numel() * self.n)
         return self._sizes[stage]
+
+    def _over_budget(self, stage: int) -> None:
+        if not self._warned:
+            warnings.warn(
+                f"the prefix cache at stage {stage} ({self.stages[stage][0]!r}) needs "
+                f"{self.cache_size(stage) / 2**20:.1f} MiB, over the budget cache_bytes="
+                f"{self.cache_bytes} ({self.cache_bytes / 2**20:.1f} MiB): layers in this stage "
+                "are evaluated by streaming the data through the full model (same results, "
+                "slower); raise cache_bytes to cache them", stacklevel=3)
+            self._warned = True
 
     @torch.no_grad()
     def advance(self, stage: int) -> bool:
@@ -222,18 +288,19 @@ class PrefixRunner:
             return True
         if self.cache_bytes is not None and self.cache_size(stage) > self.cache_bytes:
             self._cache, self._cache_stage = None, -1
+            self._over_budget(stage)
             return False
         if self._cache is not None and self._cache_stage <= stage:
-            start, cache = self._cache_stage, self._cache
-        else:
-            start, cache = 0, [x for x, _ in self._batches()]
+            start, cache = self._cache_stage, iter(self._cache)
+        else:  # streamed from the data: only the new cache is ever held
+            start, cache = 0, self._batches()
         self._cache = None  # free the old cache as the new one is built
         with self._autocast():
             new = []
-            for h in cache:
+            for h, y in cache:
                 for _, mod in self.stages[start:stage]:
                     h = _run_stage(mod, h)
-                new.append(h)
+                new.append((h, y))
         del cache
         self._cache, self._cache_stage = new, stage
         return True
@@ -247,14 +314,14 @@ class PrefixRunner:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         loss = torch.zeros((), device=self.device, dtype=torch.float64)
         with self._autocast():
-            for h, (_, y) in zip(self._cache, self._batches()):
+            for h, y in self._cache:
                 h = h.clone()  # a stage may work in place on its input; keep the cache intact
                 for _, mod in self.stages[stage:]:
                     h = _run_stage(mod, h)
                 c, ls = self._score(h, y)
                 correct += c
                 loss += ls.double()
-        return self._metrics(int(correct), float(loss), self.n)
+        return self._metrics(int(correct), float(loss), sum(len(y) for _, y in self._cache))
 
     def release(self) -> None:
         """Free the cached activations."""

@@ -25,7 +25,7 @@ recovered model is exactly as compressible as the truncated one.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -65,6 +65,30 @@ class _CutProjection:
         return m.reshape(self.grouped).permute(self.inverse).reshape(self.shape).to(weight.dtype)
 
 
+def _check_truncation(model: nn.Module, truncation: Any) -> list[dict[str, Any]]:
+    """The rows of ``truncation``, each naming a layer of ``model`` with a weight, its cut
+    and its rank(s); a ValueError / TypeError naming ``truncation`` otherwise."""
+    if isinstance(truncation, (str, bytes)) or not isinstance(truncation, Sequence):
+        raise TypeError("truncation must be the report (a list of row dicts) of "
+                        f"tnconv.truncate_model, got {type(truncation).__name__}")
+    layers = dict(model.named_modules())
+    for i, row in enumerate(truncation):
+        if not isinstance(row, Mapping):
+            raise TypeError(f"truncation[{i}] must be a dict row, got {type(row).__name__}")
+        name = row.get("layer")
+        if name not in layers or not isinstance(getattr(layers[name], "weight", None),
+                                                torch.Tensor):
+            raise ValueError(f"truncation[{i}] names layer {name!r}, which is not a layer with "
+                             "a weight in the model; truncation rows come from "
+                             "tnconv.truncate_model of this model")
+        if not isinstance(row.get("cut"), str) or not row["cut"].strip():
+            raise ValueError(f"truncation[{i}] (layer {name!r}) has no cut (a cut string such "
+                             f"as 'out|in,kh,kw'), got {row.get('cut')!r}")
+        if row.get("ranks") is None and row.get("rank") is None:
+            raise ValueError(f"truncation[{i}] (layer {name!r}) has no rank or ranks")
+    return list(truncation)
+
+
 class Projector:
     """Projects the truncated kernels of a model back onto their kept ranks.
 
@@ -95,7 +119,7 @@ class Projector:
             raise ValueError(f"unknown projection {projection!r}; valid: {', '.join(PROJECTIONS)}")
         self.names = []
         self.steps: dict[str, list[_CutProjection]] = {}
-        for row in truncation:
+        for row in _check_truncation(model, truncation):
             name = row["layer"]
             module = model.get_submodule(name)
             cuts = [c.strip() for c in str(row["cut"]).split(";")]

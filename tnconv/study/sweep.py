@@ -25,7 +25,12 @@ Resuming
 With ``out=`` (``.csv`` or ``.jsonl``) every row is appended and flushed as soon as it is
 produced. Rows are keyed by ``(mode, layer, cut, criterion, level)``; a new run with the same
 ``out`` reads the file, drops a partially written last line, skips the rows already there and
-appends the rest, so an interrupted sweep resumes with no row lost or duplicated.
+appends the rest, so an interrupted sweep resumes with no row lost or duplicated. The rows are
+reused only when the sweep is the same: its fingerprint (a hash of the model's weights and of
+the data, the cuts, levels and criterion; :mod:`tnconv.study.fingerprint`) is kept in
+``<out>.meta.json`` and a mismatch is refused, saying what differs. One sweep writes a file at
+a time (a lock file, ``<out>.lock``); duplicate rows found on resuming are dropped with a
+warning.
 """
 
 from __future__ import annotations
@@ -44,10 +49,11 @@ from ..cuts import all_cuts, parse_cut
 from ..decomp import Criteria
 from ..legs import kernel_legs
 from ..records import Records, RowLog
-from ..runtime import model_device
+from ..runtime import model_device, resolve_device
 from ..truncate import CutSVD
+from .fingerprint import check_resumable, sweep_fingerprint
 from .model_truncation import LayerSpec, combined_errors, select_layers
-from .prefix import PrefixRunner
+from .prefix import PrefixRunner, default_cache_bytes
 
 __all__ = ["sweep", "SWEEP_FIELDS", "DEFAULT_LEVELS", "SWEEP_MODES", "LEVEL_CRITERIA"]
 
@@ -70,27 +76,6 @@ ALL_LAYERS = "(all)"
 
 def _key(row: dict[str, Any]) -> tuple:
     return (row["mode"], str(row["layer"]), row["cut"], row["criterion"], float(row["level"]))
-
-
-def _check_resumable(rows: Sequence[dict[str, Any]], out: Any, baseline: dict[str, float],
-                     mode: str, n_layers: int) -> None:
-    """Rows read from ``out`` must come from the same sweep (model, data, layer selection).
-
-    Resuming skips every row whose key is already there, so rows of another sweep would be
-    silently mixed in. The checks: the stored baseline accuracy equals this run's (within one
-    image), and in ``mode="all"`` the stored rows truncated as many layers as this run does.
-    """
-    tol = 1.5 / max(int(baseline.get("n", 1)), 1)
-    for r in rows:
-        if abs(float(r["baseline_accuracy"]) - baseline["accuracy"]) > tol:
-            raise ValueError(
-                f"{out} holds rows of another sweep (baseline accuracy "
-                f"{float(r['baseline_accuracy']):.4f}, this model and data give "
-                f"{baseline['accuracy']:.4f}); pass another out= or delete the file")
-        if mode == "all" and r["mode"] == "all" and int(r["n_layers"]) != n_layers:
-            raise ValueError(
-                f"{out} holds all-layer rows over {int(r['n_layers'])} layers, this sweep "
-                f"selects {n_layers}; pass another out= or delete the file")
 
 
 def _matrix_key(weight: torch.Tensor, cut: str) -> tuple[frozenset[str], frozenset[str]]:
@@ -187,7 +172,11 @@ def sweep(
     model
         A trained classifier; never modified (the sweep works on a copy in eval mode).
     data
-        Evaluation data: a :class:`tnconv.data.ImageDataset` or ``(images, labels)`` tensors.
+        Evaluation data in any form of :mod:`tnconv.data.loaders`: a
+        :class:`tnconv.data.ImageDataset`, ``(images, labels)`` tensors, a map-style torch
+        ``Dataset`` of ``(image, label)`` (``ImageFolder``, ``Subset``, ...), a ``DataLoader``
+        (used as given) or an iterable of ``(x, y)`` batches. Datasets and loaders are
+        streamed; only the activation cache is held, within ``cache_bytes``.
     layers
         Which layers (names, :mod:`fnmatch` patterns or a predicate; see
         :func:`tnconv.truncate_model`). Default: every convolution.
@@ -210,8 +199,11 @@ def sweep(
     amp
         bf16 autocast; default on for CUDA, off on CPU.
     cache_bytes
-        Largest activation cache kept on the device (bytes); default: a quarter of the
-        device memory on CUDA, no limit on CPU.
+        Memory budget of the prefix cache (bytes): the largest activation cache kept on the
+        device, and the largest in-memory dataset moved there at once. Default: a quarter of
+        the device memory (of the physical RAM on the CPU). Layers whose cache would exceed
+        it are evaluated by streaming the data through the full model, with a warning; the
+        rows are the same.
     use_prefix
         Evaluate only the stages after the truncated layer (``False``: the full model each time).
     reuse_svd
@@ -243,15 +235,14 @@ def sweep(
     >>> [(r["cut"], r["level"], r["rank"]) for r in rows]
     [('out|in,kh,kw', 1.0, 8), ('out|in,kh,kw', 0.5, 4)]
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_call(model, batch_size, callback)
     levels = _check_args(mode, criterion, levels, cuts)
     t0 = time.perf_counter()
-    device = model_device(model) if device is None else torch.device(device)
+    device = model_device(model) if device is None else resolve_device(device)
     if amp is None:
         amp = device.type == "cuda"
-    if cache_bytes is None and device.type == "cuda":
-        cache_bytes = torch.cuda.get_device_properties(device).total_memory // 4
+    if cache_bytes is None:
+        cache_bytes = default_cache_bytes(device)
     work = copy.deepcopy(model).to(device).eval()
     for p in work.parameters():
         p.requires_grad_(False)
@@ -260,45 +251,77 @@ def sweep(
     # select on the given model (a predicate may compare modules), work on the copy
     chosen = [(n, work.get_submodule(n))
               for n, _ in select_layers(model, layers, include_linear=include_linear)]
-    sink = _RowSink(out, callback)
-    todo = _todo(mode, chosen, cuts, levels, criterion, sink.done)  # checks every cut first
-    runner = PrefixRunner(work, data, batch_size=batch_size, device=device, amp=amp,
-                          cache_bytes=cache_bytes, use_prefix=use_prefix)
-    baseline = runner.evaluate()
-    info: dict[str, Any] = {"eval_mode": runner.mode, "stages": len(runner.stages),
-                            "evaluations": 1, "svds": 0, "rows_new": 0}
-    base = {"baseline_accuracy": baseline["accuracy"], "baseline_loss": baseline["loss"]}
-    if sink.rows:
-        _check_resumable(sink.rows, out, baseline, mode, len(chosen))
+    sink = _RowSink(out, callback)  # locks out= (one writer at a time) and reads its rows
+    runner = None
     try:
-        sink.open(len(todo), progress, f"sweep ({mode}, {runner.mode} evaluation)", info)
+        todo = _todo(mode, chosen, cuts, levels, criterion, sink.done)  # checks every cut first
+        runner = PrefixRunner(work, data, batch_size=batch_size, device=device, amp=amp,
+                              cache_bytes=cache_bytes, use_prefix=use_prefix)
+        baseline = runner.evaluate()
+        info: dict[str, Any] = {"eval_mode": runner.mode, "stages": len(runner.stages),
+                                "evaluations": 1, "svds": 0, "rows_new": 0}
+        base = {"baseline_accuracy": baseline["accuracy"], "baseline_loss": baseline["loss"]}
+        fingerprint = (sweep_fingerprint(model, data, cuts=cuts, levels=levels,
+                                         criterion=criterion) if out is not None else {})
+        check_resumable(sink.rows, out, baseline, mode, len(chosen), fingerprint=fingerprint,
+                        stored=sink.meta)
+        sink.open(len(todo), progress, f"sweep ({mode}, {runner.mode} evaluation)", info,
+                  fingerprint)
         if mode == "single":
             _run_single(todo, runner, criterion, reuse_svd, index, base, info, sink.emit)
         else:
             _run_all(todo, chosen, runner, criterion, reuse_svd, base, info, sink.emit)
     finally:
         sink.close()
-        runner.release()
+        if runner is not None:
+            runner.release()
     info["seconds"] = time.perf_counter() - t0
     sink.rows.info = info  # type: ignore[attr-defined]
     return sink.rows
 
 
+def _check_call(model: Any, batch_size: Any, callback: Any) -> None:
+    """Arguments of :func:`sweep` checked before any work (and before the first row)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable (callback(row)) or None, got "
+                        f"{type(callback).__name__}")
+
+
 class _RowSink:
-    """Where new rows go: the returned Records, the resumable file, the bar and the callback."""
+    """Where new rows go: the returned Records, the resumable file, the bar and the callback.
+
+    With a file, it holds the file's lock from construction to :meth:`close`, and ``meta`` is
+    the fingerprint stored beside the rows (None if there is none).
+    """
 
     def __init__(self, out: Any, callback: Callable[[dict[str, Any]], None] | None) -> None:
-        self.log = (RowLog(out, SWEEP_FIELDS, string_fields=_STRING_FIELDS)
+        self.log = (RowLog(out, SWEEP_FIELDS, string_fields=_STRING_FIELDS, key=_key)
                     if out is not None else None)
-        self.rows = Records(self.log.read() if self.log is not None else [])
+        self.meta: dict[str, Any] | None = None
+        rows: list[dict[str, Any]] = []
+        if self.log is not None:
+            self.log.lock()
+            try:
+                rows, self.meta = self.log.read(), self.log.read_meta()
+            except BaseException:
+                self.log.unlock()
+                raise
+        self.rows = Records(rows)
         self.done = {_key(r) for r in self.rows}
         self.callback = callback
         self.bar: Any = None
 
-    def open(self, total: int, progress: bool, desc: str, info: dict[str, Any]) -> None:
+    def open(self, total: int, progress: bool, desc: str, info: dict[str, Any],
+             fingerprint: dict[str, Any]) -> None:
         self.info = info
         self.bar = _progress(total, progress, desc)
         if self.log is not None:
+            if self.meta != fingerprint:  # a new file, an old file without one, or no rows
+                self.log.write_meta(fingerprint)
             self.log.open()
 
     def emit(self, row: dict[str, Any]) -> None:
