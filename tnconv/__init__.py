@@ -15,11 +15,13 @@ upward; docs/architecture.md gives the rules and tests/test_architecture.py chec
     modules.py            conv_layers, select_layers: finding layers in a model
     atlas.py              spectra_atlas over whole models
     layers/               nn.Modules only: MPSConv2d, TuckerConv2d, CPConv2d, tensorize / densify
-    models.py, data/      the study's models and datasets
+    models.py, data/      models (torchvision weights too); datasets, image folders, any data
+                          form (Dataset, DataLoader, tensors) as batches
     train.py              fit, evaluate
     checkpoints.py        save / load checkpoints, train_or_load
     study/                truncate_model, sweeps, retraining, the study runner and its profiles
-    cli.py                the ``tnconv`` command: train, eval, spectra, sweep, study
+    cli.py, inputs.py     the ``tnconv`` command: train, eval, spectra, sweep, study; what its
+                          model and data arguments may name
     runtime.py, registry.py, records.py, _version.py
                           leaves: device / autocast / cache folder, named choices, result rows
 
