@@ -22,7 +22,8 @@ PACKAGE = Path(tnconv.__file__).resolve().parent
 FILES = sorted(PACKAGE.rglob("*.py"))
 CORE = ("decomp", "legs", "cuts", "network", "spectra", "truncate", "factors", "mps", "tucker",
         "cp", "contract", "atlas", "modules", "records", "runtime", "_version")
-UPPER = ("layers", "study", "train", "checkpoints", "data", "models", "cli")
+UPPER = ("layers", "study", "train", "checkpoints", "data", "models", "cifar_resnets", "cli",
+         "inputs")
 MAX_FUNCTION_LINES = 80
 MAX_MODULE_LINES = 500
 

@@ -255,4 +255,8 @@ def test_study_command_and_examples_build_the_same_config(monkeypatch, tmp_path)
     assert seen[0].profile == "tiny" and seen[0].levels == (1.0, 0.5) and not seen[0].progress
     assert main(["study", "--quick", "--model", "resnet18"]) == 0  # resnet50 set, model replaced
     assert seen[2].model == "resnet18" and "chosen on the command line" in seen[2].note
-    assert seen[2].out == "runs/resnet_cuts-fashion-mnist-cpu"
+    assert seen[2].out == "runs/resnet_cuts-fashion-mnist-quick" and seen[2].profile == "quick"
+    # --retrain-epochs, and its deprecated old name --epochs
+    assert main(["study", "--profiles", "cnn4", *opts, "--retrain-epochs", "4"]) == 0
+    assert main(["study", "--profiles", "cnn4", *opts, "--epochs", "4"]) == 0
+    assert seen[3].retrain_epochs == seen[4].retrain_epochs == 4

@@ -43,9 +43,12 @@ needs_data = pytest.mark.skipif(not _have_data(), reason="Fashion-MNIST not avai
 def test_help_documents_every_option(script):
     res = _run(script, "--help")
     assert res.returncode == 0, res.stderr
-    for opt in ("--dataset", "--full", "--quick", "--tiny", "--out", "--device", "--epochs",
-                "--levels", "--layers", "--cuts", "--threads"):
+    for opt in ("--dataset", "--full", "--quick", "--tiny", "--out", "--device",
+                "--retrain-epochs", "--train-epochs", "--levels", "--layers", "--cuts",
+                "--threads"):
         assert opt in res.stdout
+    assert "--epochs " not in res.stdout  # the deprecated alias is accepted, not shown
+    assert "cpu (model" not in res.stdout and "quick (model" in res.stdout
     assert res.stdout.count("(default") >= 3
 
 
@@ -99,3 +102,9 @@ def test_example_tiny_profile_end_to_end(script, tmp_path):
         assert run["sweep_single"]["rows_new"] == 0 and run["sweep_all"]["rows_new"] == 0
         with open(out / "sweep_single.csv") as fh:
             assert list(csv.DictReader(fh)) == single
+        # the same command gives the same numbers (a fresh run folder, same machine)
+        again = tmp_path / "again"
+        res = _run(script, "--tiny", "--out", str(again), "--no-progress")
+        assert res.returncode == 0, res.stderr[-4000:]
+        for name in ("sweep_single.csv", "sweep_all.csv", "recovery.csv", "atlas.csv"):
+            assert (again / name).read_text() == (out / name).read_text(), name

@@ -322,7 +322,7 @@ def test_cli_study_on_a_factory_model_and_an_image_folder(images, trained, tmp_p
     argv = ["study", "--profiles", "cnn4", "--tiny", "--model", "study_nets:narrow",
             "--state-dict", str(tmp_path / "weights.pt"), "--dataset", str(root),
             "--channels", "1", "--resize", "0", "--crop", "0", "--mean", "0.2860",
-            "--std", "0.3530", "--epochs", "0", "--test-subset", "0", "--out", str(out)]
+            "--std", "0.3530", "--retrain-epochs", "0", "--test-subset", "0", "--out", str(out)]
     assert main(argv) == 0
     capsys.readouterr()
     rows = pd.read_csv(out / "sweep_single.csv")

@@ -450,3 +450,53 @@ def test_projector_keeps_rank():
         assert float(s[3] / s[0]) < 1e-5, projection
     with pytest.raises(ValueError, match="projection"):
         Projector(small, rep, projection="qr")
+
+
+# -- run_study: a run folder belongs to one model ---------------------------------------------
+
+def _tiny_auto(out):
+    """The tiny profile, its model kept in the (temporary) checkpoint cache."""
+    import dataclasses
+
+    from tnconv.study.profiles import PROFILE_SETS
+
+    cfg = PROFILE_SETS["cnn4"].profiles["tiny"]
+    return dataclasses.replace(cfg, train="auto", out=str(out), progress=False, retrain_epochs=0,
+                               test_subset=200, levels=(1.0, 0.5))
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_run_study_refuses_a_folder_of_another_model(fmnist_test, tmp_path, monkeypatch):
+    from tnconv.checkpoints import load_checkpoint, save_checkpoint
+    from tnconv.study.experiment import checkpoint_plan, run_study
+
+    monkeypatch.setenv("TNCONV_CACHE", str(tmp_path / "cache"))
+    cfg = _tiny_auto(tmp_path / "run")
+    run_study(cfg)
+    first = _snapshot(tmp_path / "run")
+    assert "fingerprint.json" in first and "atlas.csv" in first
+    run_study(cfg)  # the same model: the run resumes (the sweeps recompute no row)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["sweep_single"]["rows_new"] == 0
+    before = _snapshot(tmp_path / "run")
+    # the cached model changes (as when another command retrains it)
+    path, _ = checkpoint_plan(cfg, torch.device("cpu"))
+    model, meta = load_checkpoint(path)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.01)
+    save_checkpoint(model, path, meta=meta)
+    with pytest.raises(ValueError, match="belongs to another run.*model weights"):
+        run_study(cfg)
+    assert _snapshot(tmp_path / "run") == before  # nothing overwritten
+    # other settings into the same folder are refused too, before any training
+    import dataclasses
+
+    with pytest.raises(ValueError, match="levels"):
+        run_study(dataclasses.replace(cfg, levels=(1.0, 0.25)))
+    # a folder of an older run (no fingerprint) is not reused
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "atlas.csv").write_text("x\n")
+    with pytest.raises(ValueError, match="no fingerprint.json"):
+        run_study(dataclasses.replace(cfg, out=str(tmp_path / "old")))

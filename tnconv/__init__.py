@@ -15,7 +15,9 @@ upward; docs/architecture.md gives the rules and tests/test_architecture.py chec
     modules.py            conv_layers, select_layers: finding layers in a model
     atlas.py              spectra_atlas over whole models
     layers/               nn.Modules only: MPSConv2d, TuckerConv2d, CPConv2d, tensorize / densify
-    models.py, data/      models (torchvision weights too); datasets, image folders, any data
+    models.py,            models (torchvision weights too), the CIFAR ResNets (resnet20..110);
+      cifar_resnets.py,
+      data/               datasets, image folders, any data
                           form (Dataset, DataLoader, tensors) as batches
     train.py              fit, evaluate
     checkpoints.py        save / load checkpoints, train_or_load
@@ -63,6 +65,10 @@ _EXPORTS: dict[str, str] = {
     # models, data, training
     "cnn4": "models",
     "resnet50": "models",
+    "resnet20": "cifar_resnets",
+    "resnet32": "cifar_resnets",
+    "resnet56": "cifar_resnets",
+    "resnet110": "cifar_resnets",
     "get_model": "models",
     "load_dataset": "data",
     "fit": "train",
@@ -73,6 +79,7 @@ _EXPORTS: dict[str, str] = {
     "truncate_model": "study",
     "sweep": "study",
     "retrain": "study",
+    "spectra_atlas_many": "study",
 }
 
 __all__ = [
@@ -111,6 +118,10 @@ __all__ = [
     "densify",
     "cnn4",
     "resnet50",
+    "resnet20",
+    "resnet32",
+    "resnet56",
+    "resnet110",
     "get_model",
     "load_dataset",
     "fit",
@@ -120,6 +131,7 @@ __all__ = [
     "truncate_model",
     "sweep",
     "retrain",
+    "spectra_atlas_many",
 ]
 
 
@@ -144,8 +156,9 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .checkpoints import load_checkpoint, save_checkpoint
+    from .cifar_resnets import resnet20, resnet32, resnet56, resnet110
     from .data import load_dataset
     from .layers import CPConv2d, MPSConv2d, TuckerConv2d, densify, tensorize
     from .models import cnn4, get_model, resnet50
-    from .study import retrain, sweep, truncate_model
+    from .study import retrain, spectra_atlas_many, sweep, truncate_model
     from .train import evaluate, fit

@@ -23,6 +23,7 @@ It is fast because it avoids repeated and wasteful SVDs:
 from __future__ import annotations
 
 import math
+import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -52,6 +53,10 @@ def _kernels(model_or_kernels: Any, include_linear: bool) -> list[tuple[str, tor
         return [(str(k), validate_kernel(v, name=f"kernel {k!r}").detach())
                 for k, v in obj.items()]
     if isinstance(obj, Sequence) and not isinstance(obj, str):
+        if any(isinstance(v, (str, os.PathLike, nn.Module)) for v in obj):
+            raise TypeError("spectra_atlas takes one model; for a list of models, checkpoints "
+                            "or model names use tnconv.spectra_atlas_many (one table with a "
+                            "'model' column, locally or on Ray)")
         return [(str(i), validate_kernel(v, name=f"kernel {i}").detach())
                 for i, v in enumerate(obj)]
     raise TypeError(

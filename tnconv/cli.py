@@ -218,7 +218,7 @@ def _split(text: str, sep: str = ",") -> list[str]:
 
 
 def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
-    from .inputs import add_input_options
+    from .inputs import add_input_options, add_ray_option
     from .study.sweep import DEFAULT_LEVELS, LEVEL_CRITERIA, SWEEP_MODES
 
     p = _subcommand(
@@ -258,25 +258,25 @@ def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
                    help="memory budget of the prefix cache in bytes (default: a quarter of the "
                         "device memory); beyond it, full evaluations streaming the data")
     add_input_options(p)
+    add_ray_option(p)
     _add_common(p)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    """Truncate the conv kernels of a trained model along cuts at several levels and measure
-    test accuracy and loss (tnconv.sweep). Rows are appended to --out as they are computed
-    (the same CSV / JSONL as the API's out=), so running the same command again resumes."""
-    from .inputs import describe_data, load_input_data, load_input_model
+    """Truncate a trained model's conv kernels along cuts at several levels, measuring test
+    accuracy and loss (tnconv.sweep); rows go to --out as computed, so a rerun resumes."""
+    from .inputs import describe_data, executor_options, load_input_data, load_input_model
     from .runtime import resolve_device
     from .study.sweep import sweep
 
     device = resolve_device(args.device)
     model, meta = load_input_model(args, args.source, device)
     data = load_input_data(args, args.dataset, meta, subset=args.test_subset)
-    cuts = "all" if args.cuts == ["all"] else args.cuts
-    rows = sweep(model, data, layers=args.layers, cuts=cuts, levels=args.levels,
-                 criterion=args.criterion, mode=args.mode, out=args.out,
-                 include_linear=args.include_linear, batch_size=args.batch_size, device=device,
-                 cache_bytes=args.cache_bytes, progress=not args.no_progress)
+    rows = sweep(model, data, layers=args.layers, levels=args.levels,
+                 cuts="all" if args.cuts == ["all"] else args.cuts, criterion=args.criterion,
+                 mode=args.mode, out=args.out, include_linear=args.include_linear,
+                 batch_size=args.batch_size, cache_bytes=args.cache_bytes,
+                 progress=not args.no_progress, **executor_options(args, device))
     base = rows[0]["baseline_accuracy"] if len(rows) else float("nan")
     print(f"{meta['model']} from {args.source} on {describe_data(data, args.dataset)} "
           f"({rows[0]['n'] if len(rows) else 0} test images, "
@@ -320,7 +320,9 @@ def _add_study_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="run folder (default runs/<script>-<dataset>-<profile>); "
                                  "rerunning with the same folder resumes the sweeps")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    p.add_argument("--epochs", type=int, help="retraining epochs of the truncated model")
+    p.add_argument("--retrain-epochs", type=int,
+                   help="retraining epochs of the truncated model (default: the profile's)")
+    p.add_argument("--epochs", type=int, dest="retrain_epochs_old", help=argparse.SUPPRESS)
     p.add_argument("--train-epochs", type=int, help="training epochs of the model (default: "
                                                     "tnconv.train's defaults / the checkpoint)")
     p.add_argument("--levels", type=_levels,
@@ -342,7 +344,7 @@ def _add_study_options(p: argparse.ArgumentParser) -> None:
 
 
 def _profiles_help(profile_set: Any) -> str:
-    return "\n".join(f"  {'quick' if k == 'cpu' else k} (model {v.model}): "
+    return "\n".join(f"  {k} (model {v.model}): "
                      f"{v.note or 'everything, as described above'}"
                      for k, v in profile_set.profiles.items())
 
@@ -367,6 +369,18 @@ def _add_study(subparsers: argparse._SubParsersAction) -> None:
     _add_study_options(p)
 
 
+def _retrain_epochs(args: argparse.Namespace) -> int | None:
+    """``--retrain-epochs``, or the deprecated ``--epochs`` (with a warning)."""
+    old = getattr(args, "retrain_epochs_old", None)
+    if old is None:
+        return args.retrain_epochs
+    if args.retrain_epochs is not None and args.retrain_epochs != old:
+        raise ValueError(f"--epochs {old} and --retrain-epochs {args.retrain_epochs} disagree; "
+                         "--epochs is the old name of --retrain-epochs")
+    print("tnconv: --epochs is deprecated for the study, use --retrain-epochs", file=sys.stderr)
+    return old
+
+
 def _study_config(args: argparse.Namespace, profile_set: Any) -> Any:
     """The profile chosen by the flags with the other options applied."""
     from .study.profiles import study_config
@@ -375,7 +389,8 @@ def _study_config(args: argparse.Namespace, profile_set: Any) -> Any:
              "threshold", "threads", "seed", "test_subset")
     return study_config(profile_set, full=args.full, quick=args.quick, tiny=args.tiny,
                         device=args.device or "auto", out=args.out,
-                        retrain_epochs=args.epochs, progress=False if args.no_progress else None,
+                        retrain_epochs=_retrain_epochs(args),
+                        progress=False if args.no_progress else None,
                         **{k: getattr(args, k) for k in names})
 
 

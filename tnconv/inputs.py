@@ -35,7 +35,8 @@ from .data import DATASETS, canonical_name, is_folder_spec, load_dataset
 from .data.loaders import take_subset
 
 __all__ = ["add_input_options", "check_fits", "describe_data", "load_factory",
-           "load_input_data", "load_input_model", "load_state_dict_file"]
+           "load_input_data", "load_input_model", "load_state_dict_file", "add_ray_option",
+           "executor_options"]
 
 
 def is_factory_spec(spec: Any) -> bool:
@@ -246,7 +247,7 @@ def study_inputs(args: argparse.Namespace, device: torch.device) -> dict[str, An
 
     The data is a dataset name, an ImageFolder folder (with ``train/`` and ``test/`` or
     ``val/`` splits) or ``package.module:callable`` returning a dataset (used for both the
-    sweeps and the retraining; pass ``--epochs 0`` to skip retraining).
+    sweeps and the retraining; pass ``--retrain-epochs 0`` to skip retraining).
     """
     defaults = {"data_root": None, "download": False, "num_classes": None, "in_channels": None}
     args = argparse.Namespace(**{**defaults, **vars(args)})
@@ -261,7 +262,7 @@ def study_inputs(args: argparse.Namespace, device: torch.device) -> dict[str, An
     if args.dataset is not None and not is_own_input(args.dataset):
         DATASETS.resolve(args.dataset)  # a clear error listing the valid names
     test = load_input_data(args, args.dataset, meta, split="test")
-    train = None if args.epochs == 0 else load_input_data(args, args.dataset, meta,
+    train = None if args.retrain_epochs == 0 else load_input_data(args, args.dataset, meta,
                                                           split="train")
     return {"model": model, "train_data": train, "test_data": test}
 
@@ -285,3 +286,19 @@ def spectra_model(args: argparse.Namespace) -> tuple[nn.Module, str]:
         return model, f"{meta.get('model', args.source)} from {args.source}{weights}"
     model = get_model(args.source, args.num_classes, args.in_channels)
     return model, f"{args.source} (random init, seed {args.seed})"
+
+
+def add_ray_option(parser: argparse.ArgumentParser) -> None:
+    """``--ray [ADDRESS]``: run the work as Ray tasks (:mod:`tnconv.study.distributed`)."""
+    parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="run as Ray tasks on the cluster at ADDRESS (default: RAY_ADDRESS, "
+                             "else a local Ray instance); needs pip install 'tnconv[ray]'")
+
+
+def executor_options(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """``executor``, ``ray_address`` and ``device`` for :func:`tnconv.sweep` from ``--ray``
+    and ``--device``: on Ray, ``--device auto`` lets the workers use the cluster's GPUs."""
+    if getattr(args, "ray", None) is None:
+        return {"executor": "local", "device": device}
+    return {"executor": "ray", "ray_address": args.ray or None,
+            "device": None if getattr(args, "device", "auto") == "auto" else device}

@@ -1,4 +1,4 @@
-"""The study's models: a plain four-layer CNN, ResNet-50, and any torchvision classifier by name.
+"""The study's models: a plain four-layer CNN, the CIFAR ResNets, ResNet-50, any torchvision model.
 
 Every model is built from standard modules only (plain :class:`torch.nn.Conv2d` layers whose
 kernels tnconv can cut and truncate) and takes ``num_classes`` and ``in_channels`` so one
@@ -6,7 +6,9 @@ constructor serves CIFAR (3 channels) and Fashion-MNIST / MNIST (1 channel). All
 :mod:`tnconv.data` are 32 x 32.
 
 ``cnn4`` is an :class:`torch.nn.Sequential`: applying ``model.children()`` in order is the forward
-pass, so activations can be cached at the input of each top-level child.
+pass, so activations can be cached at the input of each top-level child. He et al.'s CIFAR
+ResNets (``resnet20``, ``resnet32``, ``resnet56``, ``resnet110``) live in
+:mod:`tnconv.cifar_resnets` and are registered here.
 """
 
 from __future__ import annotations
@@ -18,16 +20,24 @@ from typing import Any
 import torch
 from torch import nn
 
+from .cifar_resnets import CifarResNet, resnet20, resnet32, resnet56, resnet110
 from .registry import Registry
 
-__all__ = ["CNN4", "CNN4_WIDTHS", "MODELS", "cnn4", "get_model", "resnet50"]
+__all__ = ["CNN4", "CNN4_WIDTHS", "MODELS", "CifarResNet", "check_sizes", "cnn4", "get_model",
+           "resnet20", "resnet32", "resnet50", "resnet56", "resnet110"]
 
 #: Default channel widths of the four convolutions of :func:`cnn4`.
 CNN4_WIDTHS: tuple[int, int, int, int] = (32, 64, 128, 256)
 
 
 
-def _check_sizes(num_classes: int, in_channels: int) -> None:
+def check_sizes(num_classes: int, in_channels: int) -> None:
+    """Raise a TypeError / ValueError unless both sizes are positive ints (every constructor).
+
+    Examples
+    --------
+    >>> check_sizes(10, 1)
+    """
     for label, value in (("num_classes", num_classes), ("in_channels", in_channels)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{label} must be an int, got {type(value).__name__}")
@@ -54,7 +64,7 @@ class CNN4(nn.Sequential):
         batch_norm: bool = True,
     ):
         super().__init__()
-        _check_sizes(num_classes, in_channels)
+        check_sizes(num_classes, in_channels)
         widths = tuple(widths)
         if len(widths) != 4 or any(not isinstance(w, int) or w < 1 for w in widths):
             raise ValueError(f"widths must be four positive ints, got {widths!r}")
@@ -181,7 +191,7 @@ def resnet50(
     """
     from torchvision.models import resnet50 as tv_resnet50
 
-    _check_sizes(num_classes, in_channels)
+    check_sizes(num_classes, in_channels)
     model = tv_resnet50(weights=None, num_classes=num_classes)
     if cifar_stem:
         model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
@@ -199,7 +209,10 @@ def resnet50(
 
 #: Models built by tnconv itself (name -> constructor); any other name is looked up in
 #: torchvision by :func:`get_model`. The CLI takes its ``--model`` choices from here.
-MODELS: Registry[Any] = Registry("model", {"cnn4": cnn4, "resnet50": resnet50})
+MODELS: Registry[Any] = Registry("model", {
+    "cnn4": cnn4, "resnet20": resnet20, "resnet32": resnet32, "resnet56": resnet56,
+    "resnet110": resnet110, "resnet50": resnet50,
+})
 
 
 def _torchvision_names() -> list[str]:
@@ -261,12 +274,14 @@ def _pretrained(key: str, weights: Any, **kwargs: Any) -> nn.Module:
 
 def get_model(name: str, num_classes: int | None = None, in_channels: int = 3, *,
               weights: Any = None, **kwargs: Any) -> nn.Module:
-    """Build a model by name: ``"cnn4"``, ``"resnet50"`` or any torchvision classifier.
+    """Build a model by name: ``"cnn4"``, a CIFAR ResNet, ``"resnet50"`` or any torchvision model.
 
     Parameters
     ----------
     name : str
-        ``"cnn4"`` (:func:`cnn4`), ``"resnet50"`` (:func:`resnet50`, CIFAR stem by default), or a
+        ``"cnn4"`` (:func:`cnn4`), ``"resnet20"`` / ``"resnet32"`` / ``"resnet56"`` /
+        ``"resnet110"`` (:mod:`tnconv.cifar_resnets`), ``"resnet50"`` (:func:`resnet50`, CIFAR
+        stem by default), or a
         name from ``torchvision.models.list_models(module=torchvision.models)`` (built with
         random weights; its first convolution is replaced when ``in_channels != 3``).
     num_classes : int, optional
@@ -316,11 +331,11 @@ def get_model(name: str, num_classes: int | None = None, in_channels: int = 3, *
     if weights is not None:
         if num_classes is not None:
             kwargs["num_classes"] = num_classes
-        _check_sizes(num_classes or 1, in_channels)
+        check_sizes(num_classes or 1, in_channels)
         model = _pretrained(key, weights, **kwargs)
     else:
         num_classes = 10 if num_classes is None else num_classes
-        _check_sizes(num_classes, in_channels)
+        check_sizes(num_classes, in_channels)
         model = torchvision.models.get_model(key, weights=None, num_classes=num_classes,
                                              **kwargs)
     if in_channels != 3:

@@ -15,7 +15,9 @@
 Each step is one function (``_step_model``, ``_step_atlas``, ``_step_single_sweep``,
 ``_step_all_sweep``, ``_step_retrain``, ``_step_report``) that reads and fills one
 :class:`_Run`. The sweeps write their rows as they go, so running the same command again with the
-same ``out`` folder resumes an interrupted run. The profiles are in
+same ``out`` folder resumes an interrupted run. A run folder belongs to one model and study
+(``fingerprint.json``, :mod:`tnconv.study.runfolder`): a rerun with another model or other
+settings is refused before anything is written. The profiles are in
 :mod:`tnconv.study.profiles`; the command line (``tnconv study`` and the example scripts) is
 :func:`tnconv.cli.study_main`.
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import platform
@@ -37,14 +40,15 @@ import torch
 from ..data import loaders
 from ..registry import Registry
 from ..runtime import resolve_device
+from .runfolder import FINGERPRINT_FILE, check_folder, folder_fingerprint
 
-__all__ = ["StudyConfig", "TRAIN_MODES", "pick_retrain_target", "run_study"]
+__all__ = ["StudyConfig", "TRAIN_MODES", "checkpoint_plan", "pick_retrain_target", "run_study"]
 
 #: How a study gets its model (``StudyConfig.train``).
 TRAIN_MODES: Registry[str] = Registry("train mode", {
-    "cache": "tnconv.checkpoints.train_or_load with the checkpoint cache",
+    "cache": "tnconv.train's defaults, kept in a checkpoint keyed by those settings",
     "subset": "trained from scratch on train_subset images, no cache",
-    "auto": "the cached checkpoint if there is one, else 'subset' kept in a checkpoint of its own",
+    "auto": "'subset' training kept in a checkpoint keyed by its settings",
 })
 
 
@@ -61,10 +65,11 @@ class StudyConfig:
     note
         A line printed and written to the summary (e.g. why a model was substituted).
     train
-        ``"cache"``: :func:`tnconv.checkpoints.train_or_load` (checkpoint cache); ``"subset"``:
-        train from scratch on ``train_subset`` images for ``train_epochs`` (no cache);
-        ``"auto"``: the cached checkpoint of ``train_or_load`` when there is one, else
-        ``"subset"`` training kept in a checkpoint of its own next to it.
+        ``"cache"``: train with :mod:`tnconv.train`'s defaults (``train_epochs``/``train_lr``
+        replacing theirs); ``"subset"``: train from scratch on ``train_subset`` images for
+        ``train_epochs`` (no cache); ``"auto"``: ``"subset"`` training, cached. Both cached
+        modes keep the model in a checkpoint keyed by its training settings
+        (:func:`checkpoint_plan`), never in whatever else the cache holds.
     train_epochs, train_subset, train_lr, model_kwargs
         Training settings (``None``: the defaults of :mod:`tnconv.train`).
     test_subset
@@ -174,39 +179,60 @@ def _write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def _model(cfg: StudyConfig, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The trained model of the study, through :func:`tnconv.checkpoints.train_or_load`."""
-    from ..checkpoints import default_checkpoint_path, train_or_load
+def checkpoint_plan(cfg: StudyConfig, device: torch.device) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint a study uses and the training settings it is keyed by.
+
+    The file is ``<model>-<dataset>-<key>.pt`` in the checkpoint cache, ``key`` a hash of the
+    settings: what the study studies never depends on what else is in the cache (a
+    checkpoint trained by ``tnconv train`` or ``train_or_load`` with other settings is not
+    used), and a cached checkpoint is used only when its metadata matches the settings.
+    """
+    from ..checkpoints import default_checkpoint_path
+    from ..train import train_config
 
     mode = TRAIN_MODES.resolve(cfg.train)
-    default_path = default_checkpoint_path(cfg.model, cfg.dataset)
-    opts: dict[str, Any] = {} if cfg.train_lr is None else {"lr": cfg.train_lr}
-    common = dict(device=device, progress=cfg.progress, seed=cfg.seed, **opts)
-    if mode == "cache" or (mode == "auto" and default_path.is_file()):
-        if cfg.model_kwargs:
-            raise ValueError("model_kwargs need train='subset' (the checkpoint cache holds the "
-                             "default models only)")
-        how = (f"cached checkpoint {default_path}" if default_path.is_file()
-               else "training with the defaults of tnconv.train")
-        _say(f"model: train_or_load({cfg.model!r}, {cfg.dataset!r}) ({how})")
-        epochs = cfg.train_epochs if mode == "cache" else None
-        return train_or_load(cfg.model, cfg.dataset, epochs=epochs, **common)
-    # train on a subset; "auto" keeps the result in a checkpoint of its own (never the default
-    # cache entry, which holds fully trained models)
-    epochs = cfg.train_epochs or 1
-    path = default_path.with_name(
-        f"{default_path.stem}-{cfg.train_subset or 'all'}img-{epochs}ep.pt")
-    if mode == "auto" and path.is_file():
-        _say(f"model: loading {path} (retrained if it does not match)")
+    settings: dict[str, Any] = {"model": cfg.model, "dataset": cfg.dataset, "seed": cfg.seed}
+    if mode == "cache":
+        settings.update(train_config(cfg.model, cfg.dataset, device))
+        settings["epochs"] = cfg.train_epochs or settings.get("epochs")
+    else:  # subset training, as fit's defaults with augmentation
+        settings.update(epochs=cfg.train_epochs or 1, train_images=cfg.train_subset,
+                        augment=True, model_kwargs=dict(cfg.model_kwargs))
+    if cfg.train_lr is not None:
+        settings["lr"] = cfg.train_lr
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+    default = default_checkpoint_path(cfg.model, cfg.dataset)
+    return default.with_name(f"{default.stem}-{key[:10]}.pt"), settings
+
+
+def _model(cfg: StudyConfig, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The trained model of the study, through :func:`tnconv.checkpoints.train_or_load`."""
+    from ..checkpoints import train_or_load
+
+    mode = TRAIN_MODES.resolve(cfg.train)
+    path, settings = checkpoint_plan(cfg, device)
+    common = dict(device=device, progress=cfg.progress, seed=cfg.seed)
+    shown = ", ".join(f"{k}={v}" for k, v in settings.items() if k not in ("model", "dataset"))
+    if mode == "cache" and cfg.model_kwargs:
+        raise ValueError("model_kwargs need train='subset' or 'auto' (train='cache' trains the "
+                         "default models only)")
+    if mode == "subset":
+        _say(f"model: {cfg.model} trained now on {cfg.train_subset or 'all'} training images "
+             f"({shown}; not cached)")
     else:
-        _say(f"model: {cfg.model} trained on {cfg.train_subset or 'all'} training images for "
-             f"{epochs} epoch(s)" + (f", cached as {path}" if mode == "auto" else ""))
-    # augment=True: the subset profiles train as they always have (fit's defaults), so their
-    # run folders and cached checkpoints stay the same
-    return train_or_load(cfg.model, cfg.dataset, epochs=epochs, path=path,
+        _say(f"model: checkpoint {path} ({'found' if path.is_file() else 'trained now'}; "
+             f"keyed by {shown})")
+    if mode == "cache":
+        opts = {k: v for k, v in settings.items()
+                if k not in ("model", "dataset", "seed", "epochs")}
+        return train_or_load(cfg.model, cfg.dataset, epochs=settings["epochs"], path=path,
+                             **common, **opts)
+    # augment=True: the subset profiles train as they always have (fit's defaults)
+    opts = {} if cfg.train_lr is None else {"lr": cfg.train_lr}
+    return train_or_load(cfg.model, cfg.dataset, epochs=settings["epochs"], path=path,
                          cache=mode == "auto", train_subset=cfg.train_subset,
                          test_subset=cfg.test_subset, model_kwargs=cfg.model_kwargs,
-                         augment=True, **common)
+                         augment=True, **common, **opts)
 
 
 def _step_model(run: _Run) -> None:
@@ -225,7 +251,10 @@ def _step_model(run: _Run) -> None:
             run.model, run.meta = model, dict(meta)
         else:
             run.meta = {"model": cfg.model, "given": type(run.model).__name__}
-        run.model = run.model.to(run.device).eval()
+        # contiguous weights: a model just trained by fit is channels_last, one loaded from its
+        # checkpoint is not, and the two formats round convolutions differently (a freshly
+        # trained and a cached model gave different accuracies); the study uses one format
+        run.model = run.model.to(run.device, memory_format=torch.contiguous_format).eval()
     _say(f"1. model ready ({run.timings['model']:.0f} s; test accuracy when trained: "
          f"{run.meta.get('accuracy', float('nan')):.4f})")
 
@@ -306,9 +335,13 @@ def _figures(run: _Run, f: dict[str, Any], safe: Any) -> list[tuple[str, str]]:
              plots.plot_all_layers(run.all_rows, out / "all_layers.png"))]
     if run.curves:
         labels = {"plain": "retrained", "kept": "retrained, truncation kept"}
+        t = run.target or {}
+        rank = (f"rank {t['rank']} of {t['full_rank']} in all"
+                if t.get("rank") is not None else None)
         figs.append(("Recovery curve", plots.plot_recovery(
             {labels[k]: c for k, c in run.curves.items()}, out / "recovery.png",
-            baseline=f["baseline_accuracy"])))
+            baseline=f["baseline_accuracy"], cut=t.get("cut"), level=t.get("level"),
+            rank=rank)))
     return figs
 
 
@@ -398,15 +431,20 @@ def run_study(cfg: StudyConfig, *, model: torch.nn.Module | None = None,
     _check_given(cfg, model, train_data, test_data)
     run = _Run(cfg=cfg, out=Path(cfg.out), device=resolve_device(cfg.device), model=model,
                train=train_data, test=test_data)
-    run.out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    _write_json(run.out / "config.json", dataclasses.asdict(cfg))
     if cfg.note:
         _say(f"note: {cfg.note}")
     _say(f"[{cfg.profile} profile] {cfg.model} on {cfg.dataset}, device {run.device}; "
          f"run folder {run.out}")
-    for step in (_step_model, _step_atlas, _step_single_sweep, _step_all_sweep, _step_retrain):
+    check_folder(run.out, folder_fingerprint(cfg))  # before training: a wrong folder fails fast
+    _step_model(run)
+    fingerprint = folder_fingerprint(cfg, run.model)
+    check_folder(run.out, fingerprint)  # before anything is written
+    run.out.mkdir(parents=True, exist_ok=True)
+    _write_json(run.out / FINGERPRINT_FILE, fingerprint)
+    _write_json(run.out / "config.json", dataclasses.asdict(cfg))
+    for step in (_step_atlas, _step_single_sweep, _step_all_sweep, _step_retrain):
         step(run)
     f = _step_report(run, started)
     return {"out": str(run.out), "findings": f, "timings": run.timings,

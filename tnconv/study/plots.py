@@ -59,11 +59,43 @@ def plot_entropy(atlas: Sequence[dict[str, Any]], path: str | os.PathLike) -> st
     if len(layers) * len(cuts) <= 60:
         for i in range(len(layers)):
             for j in range(len(cuts)):
-                ax.text(j, i, f"{max(table.values[i, j], 0.0):.1f}", ha="center", va="center",
+                ax.text(j, i, f"{max(table.values[i, j], 0.0) + 0.0:.1f}", ha="center", va="center",
                         color="w", fontsize=7)
     fig.colorbar(im, ax=ax, label="entropy (bits)")
     ax.set_title("Entanglement entropy per layer and cut")
     return _save(fig, path)
+
+
+def _depth_colours(df: Any) -> tuple[dict[int, int], list[str], bool]:
+    """A discrete colour slot per depth, or per ResNet stage when layers are ``layerN.*``.
+
+    Returns ``{layer index: slot}``, the slot labels and whether the slots are stages.
+    """
+    from .trend import stage_of
+
+    names = df.drop_duplicates("index").sort_values("index")
+    pairs = [(int(i), str(n)) for i, n in zip(names["index"], names["layer"])]
+    if not any(stage_of(n) for _, n in pairs):
+        return {i: k for k, (i, _) in enumerate(pairs)}, [f"{i}: {n}" for i, n in pairs], False
+    labels: list[str] = []
+    for _, n in pairs:
+        labels.append(stage_of(n) or ("head" if any(x.startswith("layer") for x in labels)
+                                      else "stem"))
+    keys = list(dict.fromkeys(labels))
+    return {i: keys.index(lab) for (i, _), lab in zip(pairs, labels)}, keys, True
+
+
+def _depth_colorbar(fig: Any, axes: Any, ticks: list[str], stages: bool) -> tuple[Any, Any]:
+    """A colorbar with one labelled block per depth (or stage); returns ``(cmap, norm)``."""
+    import matplotlib as mpl
+
+    n = max(len(ticks), 1)
+    cmap = mpl.colormaps["viridis"].resampled(n)
+    norm = mpl.colors.BoundaryNorm([k - 0.5 for k in range(n + 1)], n)
+    bar = fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, shrink=0.8,
+                       ticks=range(n), label="stage" if stages else "layer (depth: name)")
+    bar.ax.set_yticklabels(ticks, fontsize=7 if n <= 20 else 5)
+    return cmap, norm
 
 
 def plot_accuracy_vs_norm_loss(single: Sequence[dict[str, Any]], path: str | os.PathLike,
@@ -79,11 +111,12 @@ def plot_accuracy_vs_norm_loss(single: Sequence[dict[str, Any]], path: str | os.
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.4 * ncol + 1, 3.0 * nrow), squeeze=False,
                              sharey=True, layout="constrained")
     base = float(df["baseline_accuracy"].iloc[0])
-    depth_max = max(int(df["index"].max()), 1)
+    slots, ticks, stages = _depth_colours(df)
+    cmap, norm = _depth_colorbar(fig, axes, ticks, stages)
     for ax, cut in zip(axes.flat, cuts):
         g = df[df["cut"] == cut]
-        sc = ax.scatter(g["norm_loss"], g["accuracy"], c=g["index"], cmap="plasma", s=14,
-                        vmin=0, vmax=depth_max)
+        ax.scatter(g["norm_loss"], g["accuracy"], c=[slots[int(i)] for i in g["index"]], cmap=cmap,
+                   norm=norm, s=14, label="one layer truncated")
         if al is not None:
             h = al[al["cut"] == cut].sort_values("norm_loss")
             ax.plot(h["norm_loss"], h["accuracy"], "k.-", lw=1, label="all layers")
@@ -95,7 +128,6 @@ def plot_accuracy_vs_norm_loss(single: Sequence[dict[str, Any]], path: str | os.
     for ax in axes[:, 0]:
         ax.set_ylabel("test accuracy")
     axes.flat[0].legend(fontsize=7, loc="lower left")
-    fig.colorbar(sc, ax=axes, label="layer depth", shrink=0.8)
     fig.suptitle("Accuracy against norm loss per cut")
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -119,8 +151,12 @@ def plot_depth(safe: Any, path: str | os.PathLike, *, threshold: float = 0.01) -
 
 
 def plot_recovery(curves: dict[str, Sequence[dict[str, Any]]], path: str | os.PathLike, *,
-                  baseline: float | None = None) -> str:
-    """Accuracy per retraining epoch (epoch 0: the truncated model), one line per curve."""
+                  baseline: float | None = None, cut: str | None = None,
+                  level: float | None = None, rank: str | None = None) -> str:
+    """Accuracy per retraining epoch (epoch 0: the truncated model), one line per curve; the
+    title names the truncation (``cut`` at keep ``level``, ``rank`` e.g. "rank 4 of 32")."""
+    from .report import percent
+
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for label, curve in curves.items():
@@ -130,9 +166,32 @@ def plot_recovery(curves: dict[str, Sequence[dict[str, Any]]], path: str | os.Pa
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("retraining epoch")
     ax.set_ylabel("test accuracy")
-    ax.set_title("Recovery of the truncated model")
+    what = (f"{cut} at keep {percent(level)}" + (f" ({rank})" if rank else "")
+            if cut is not None and level is not None else "the truncated model")
+    ax.set_title(f"Recovery after truncating every layer:\n{what}", fontsize=9)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def _decade_axis(ax: Any, levels: Any) -> None:
+    """A log x axis labelled at every decade it spans, and at every level swept (minor)."""
+    import math
+
+    from matplotlib.ticker import FixedLocator, FuncFormatter
+
+    from .report import percent
+
+    lo = min(float(v) for v in levels)
+    low = math.floor(math.log10(lo))
+    decades = [10.0 ** e for e in range(low, 1)]
+    ax.set_xscale("log")
+    ax.set_xlim(10.0 ** low * 0.9, 1.1)
+    ax.xaxis.set_major_locator(FixedLocator(decades))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: percent(v, 0)))
+    swept = sorted({float(v) for v in levels} - set(decades))
+    ax.xaxis.set_minor_locator(FixedLocator(swept))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: percent(v, 0)))
+    ax.tick_params(axis="x", which="minor", labelsize=7, labelcolor="dimgray")
 
 
 def plot_all_layers(all_layers: Sequence[dict[str, Any]], path: str | os.PathLike) -> str:
@@ -144,7 +203,7 @@ def plot_all_layers(all_layers: Sequence[dict[str, Any]], path: str | os.PathLik
         g = g.sort_values("level")
         ax.plot(g["level"], g["accuracy"], ".-", label=cut)
     ax.axhline(float(df["baseline_accuracy"].iloc[0]), color="gray", ls="--", lw=0.8)
-    ax.set_xscale("log")
+    _decade_axis(ax, df["level"])
     ax.set_xlabel(f"level ({df['criterion'].iloc[0]}), every layer")
     ax.set_ylabel("test accuracy")
     ax.set_title("All layers truncated at once")

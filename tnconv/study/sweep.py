@@ -5,6 +5,8 @@
 * ``mode="single"``: each selected layer alone, for every (layer, cut, level);
 * ``mode="all"``: every selected layer at once, for every (cut, level).
 
+``executor="ray"`` computes the same rows as Ray tasks (:mod:`tnconv.study.distributed`).
+
 Why it is fast
 --------------
 * One SVD per (layer, cut), reused for every level (:class:`tnconv.CutSVD`). Cuts that give the
@@ -55,12 +57,15 @@ from .fingerprint import check_resumable, sweep_fingerprint
 from .model_truncation import LayerSpec, combined_errors, select_layers
 from .prefix import PrefixRunner, default_cache_bytes
 
-__all__ = ["sweep", "SWEEP_FIELDS", "DEFAULT_LEVELS", "SWEEP_MODES", "LEVEL_CRITERIA"]
+__all__ = ["sweep", "SWEEP_FIELDS", "DEFAULT_LEVELS", "SWEEP_MODES", "LEVEL_CRITERIA",
+           "SWEEP_EXECUTORS"]
 
 #: Default levels: fractions of the singular values kept (``criterion="keep"``).
 DEFAULT_LEVELS: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.1, 0.05)
 #: Valid ``mode`` values.
 SWEEP_MODES = ("single", "all")
+#: Valid ``executor`` values: this process, or tasks on a Ray cluster (:mod:`.distributed`).
+SWEEP_EXECUTORS = ("local", "ray")
 #: Criteria a level can stand for (see :func:`tnconv.truncate`).
 LEVEL_CRITERIA = ("keep", "max_bond", "max_error", "cutoff")
 #: Columns of a sweep row, in file order.
@@ -74,7 +79,7 @@ _STRING_FIELDS = ("mode", "layer", "kind", "shape", "cut", "criterion")
 ALL_LAYERS = "(all)"
 
 
-def _key(row: dict[str, Any]) -> tuple:
+def row_key(row: dict[str, Any]) -> tuple:
     return (row["mode"], str(row["layer"]), row["cut"], row["criterion"], float(row["level"]))
 
 
@@ -102,7 +107,7 @@ def _layer_cuts(name: str, weight: torch.Tensor, cuts: str | Sequence[str]) -> l
     return out
 
 
-def _check_args(mode: str, criterion: str, levels: Sequence[Any], cuts: Any) -> list[Any]:
+def check_sweep_args(mode: str, criterion: str, levels: Sequence[Any], cuts: Any) -> list[Any]:
     if mode not in SWEEP_MODES:
         raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(SWEEP_MODES)}")
     if criterion not in LEVEL_CRITERIA:
@@ -164,6 +169,8 @@ def sweep(
     reuse_svd: bool = True,
     progress: bool = True,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> Records:
     """Truncate layers along cuts at several levels and measure accuracy and loss.
 
@@ -214,6 +221,13 @@ def sweep(
         A tqdm bar with an ETA.
     callback
         ``callback(row)`` after each new row is written.
+    executor
+        ``"local"`` (this process) or ``"ray"``: tasks on a Ray cluster, one per (layer, cut)
+        in single mode and per (cut, level) in all mode, the rows written here as they arrive
+        (:func:`tnconv.study.distributed.ray_sweep`; ``pip install "tnconv[ray]"``).
+    ray_address
+        With ``executor="ray"``: the cluster to join (default ``RAY_ADDRESS``, else a local
+        Ray instance).
 
     Returns
     -------
@@ -235,26 +249,30 @@ def sweep(
     >>> [(r["cut"], r["level"], r["rank"]) for r in rows]
     [('out|in,kh,kw', 1.0, 8), ('out|in,kh,kw', 0.5, 4)]
     """
-    _check_call(model, batch_size, callback)
-    levels = _check_args(mode, criterion, levels, cuts)
+    check_sweep_call(model, batch_size, callback)
+    levels = check_sweep_args(mode, criterion, levels, cuts)
+    if executor not in SWEEP_EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(SWEEP_EXECUTORS)}")
+    if executor == "ray":
+        from .distributed import ray_sweep
+
+        return ray_sweep(model, data, layers=layers, cuts=cuts, levels=levels,
+                         criterion=criterion, mode=mode, out=out, include_linear=include_linear,
+                         batch_size=batch_size, device=device, amp=amp, cache_bytes=cache_bytes,
+                         use_prefix=use_prefix, reuse_svd=reuse_svd, progress=progress,
+                         callback=callback, ray_address=ray_address)
     t0 = time.perf_counter()
     device = model_device(model) if device is None else resolve_device(device)
     if amp is None:
         amp = device.type == "cuda"
     if cache_bytes is None:
         cache_bytes = default_cache_bytes(device)
-    work = copy.deepcopy(model).to(device).eval()
-    for p in work.parameters():
-        p.requires_grad_(False)
-    index = {n: i for i, (n, _) in enumerate(select_layers(work, None,
-                                                            include_linear=include_linear))}
-    # select on the given model (a predicate may compare modules), work on the copy
-    chosen = [(n, work.get_submodule(n))
-              for n, _ in select_layers(model, layers, include_linear=include_linear)]
-    sink = _RowSink(out, callback)  # locks out= (one writer at a time) and reads its rows
+    work, index, chosen = working_copy(model, layers, include_linear, device)
+    sink = RowSink(out, callback)  # locks out= (one writer at a time) and reads its rows
     runner = None
     try:
-        todo = _todo(mode, chosen, cuts, levels, criterion, sink.done)  # checks every cut first
+        # checks every cut first
+        todo = sweep_todo(mode, chosen, cuts, levels, criterion, sink.done)
         runner = PrefixRunner(work, data, batch_size=batch_size, device=device, amp=amp,
                               cache_bytes=cache_bytes, use_prefix=use_prefix)
         baseline = runner.evaluate()
@@ -268,9 +286,9 @@ def sweep(
         sink.open(len(todo), progress, f"sweep ({mode}, {runner.mode} evaluation)", info,
                   fingerprint)
         if mode == "single":
-            _run_single(todo, runner, criterion, reuse_svd, index, base, info, sink.emit)
+            run_single(todo, runner, criterion, reuse_svd, index, base, info, sink.emit)
         else:
-            _run_all(todo, chosen, runner, criterion, reuse_svd, base, info, sink.emit)
+            run_all(todo, chosen, runner, criterion, reuse_svd, base, info, sink.emit)
     finally:
         sink.close()
         if runner is not None:
@@ -280,7 +298,22 @@ def sweep(
     return sink.rows
 
 
-def _check_call(model: Any, batch_size: Any, callback: Any) -> None:
+def working_copy(model: nn.Module, layers: LayerSpec, include_linear: bool,
+                 device: torch.device) -> tuple[nn.Module, dict[str, int], list[tuple[str, Any]]]:
+    """A frozen eval-mode copy of ``model`` on ``device``, the position of each of its conv
+    layers (``index`` of the rows) and the chosen ``(name, module)`` pairs of the copy."""
+    work = copy.deepcopy(model).to(device).eval()
+    for p in work.parameters():
+        p.requires_grad_(False)
+    index = {n: i for i, (n, _) in enumerate(select_layers(work, None,
+                                                            include_linear=include_linear))}
+    # select on the given model (a predicate may compare modules), work on the copy
+    chosen = [(n, work.get_submodule(n))
+              for n, _ in select_layers(model, layers, include_linear=include_linear)]
+    return work, index, chosen
+
+
+def check_sweep_call(model: Any, batch_size: Any, callback: Any) -> None:
     """Arguments of :func:`sweep` checked before any work (and before the first row)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -291,7 +324,7 @@ def _check_call(model: Any, batch_size: Any, callback: Any) -> None:
                         f"{type(callback).__name__}")
 
 
-class _RowSink:
+class RowSink:
     """Where new rows go: the returned Records, the resumable file, the bar and the callback.
 
     With a file, it holds the file's lock from construction to :meth:`close`, and ``meta`` is
@@ -299,7 +332,7 @@ class _RowSink:
     """
 
     def __init__(self, out: Any, callback: Callable[[dict[str, Any]], None] | None) -> None:
-        self.log = (RowLog(out, SWEEP_FIELDS, string_fields=_STRING_FIELDS, key=_key)
+        self.log = (RowLog(out, SWEEP_FIELDS, string_fields=_STRING_FIELDS, key=row_key)
                     if out is not None else None)
         self.meta: dict[str, Any] | None = None
         rows: list[dict[str, Any]] = []
@@ -311,7 +344,7 @@ class _RowSink:
                 self.log.unlock()
                 raise
         self.rows = Records(rows)
-        self.done = {_key(r) for r in self.rows}
+        self.done = {row_key(r) for r in self.rows}
         self.callback = callback
         self.bar: Any = None
 
@@ -327,7 +360,7 @@ class _RowSink:
     def emit(self, row: dict[str, Any]) -> None:
         row = {f: row.get(f) for f in SWEEP_FIELDS}
         self.rows.append(row)
-        self.done.add(_key(row))
+        self.done.add(row_key(row))
         self.info["rows_new"] += 1
         if self.log is not None:
             self.log.append(row)
@@ -342,7 +375,7 @@ class _RowSink:
             self.log.close()
 
 
-def _todo(mode: str, chosen: list[tuple[str, nn.Module]], cuts: Any, levels: list[Any],
+def sweep_todo(mode: str, chosen: list[tuple[str, nn.Module]], cuts: Any, levels: list[Any],
           criterion: str, done: set) -> list[tuple[str, Any, str, Any]]:
     """The (layer, module, cut, level) rows still to compute (rows in ``done`` are skipped)."""
     layer_cuts = {n: _layer_cuts(n, m.weight, cuts) for n, m in chosen}
@@ -363,7 +396,7 @@ def _metrics_row(metrics: dict[str, float], base: dict[str, float]) -> dict[str,
             "accuracy_drop": base["baseline_accuracy"] - metrics["accuracy"]}
 
 
-def _run_single(todo: list, runner: PrefixRunner, criterion: str, reuse_svd: bool,
+def run_single(todo: list, runner: PrefixRunner, criterion: str, reuse_svd: bool,
                 index: dict[str, int], base: dict[str, float], info: dict[str, Any],
                 emit: Callable[[dict[str, Any]], None]) -> None:
     modules = {n: m for n, m, _, _ in todo}  # one entry per layer, not per (cut, level) row
@@ -410,7 +443,7 @@ def _run_single(todo: list, runner: PrefixRunner, criterion: str, reuse_svd: boo
               "n_layers": 1, **report, **_metrics_row(metrics, base)})
 
 
-def _run_all(todo: list, chosen: list[tuple[str, nn.Module]], runner: PrefixRunner,
+def run_all(todo: list, chosen: list[tuple[str, nn.Module]], runner: PrefixRunner,
              criterion: str, reuse_svd: bool, base: dict[str, float], info: dict[str, Any],
              emit: Callable[[dict[str, Any]], None]) -> None:
     modules = [m for _, m in chosen]
