@@ -217,3 +217,25 @@ def test_atlas_of_many_models_on_ray_equals_local(ray_instance, setup, tmp_path)
     assert os.path.getsize(png) > 1000
     with pytest.raises(ValueError, match="not in the atlas"):
         plot_entropy_by_depth(local, tmp_path / "x.png", cuts=["out|in"])
+
+
+def test_study_runner_on_ray_writes_the_local_rows(ray_instance, setup, tmp_path):
+    """``run_study`` with ``ray=""`` (``tnconv study --ray``): the same sweep rows as a local
+    run of the same study."""
+    import dataclasses
+
+    from tnconv.study.experiment import run_study
+    from tnconv.study.profiles import PROFILE_SETS
+
+    model, data = setup
+    cfg = dataclasses.replace(PROFILE_SETS["cnn4"].profiles["tiny"], test_subset=None,
+                              retrain_epochs=0, progress=False, device="cpu")
+    log = functools.partial(RowLog, fields=SWEEP_FIELDS, string_fields=STRINGS)
+    rows = {}
+    for name, ray in (("local", None), ("ray", "")):
+        out = tmp_path / name
+        run_study(dataclasses.replace(cfg, out=str(out), ray=ray), model=model, test_data=data)
+        rows[name] = (log(out / "sweep_single.csv").read(), log(out / "sweep_all.csv").read())
+    for ray_rows, local_rows in zip(rows["ray"], rows["local"]):
+        assert len(local_rows) > 0
+        _same(ray_rows, local_rows)

@@ -300,7 +300,7 @@ def _levels(text: str) -> tuple[float, ...]:
 
 def _add_study_options(p: argparse.ArgumentParser) -> None:
     """The study's options, shared by ``tnconv study`` and the example scripts."""
-    from .inputs import add_input_options
+    from .inputs import add_input_options, add_ray_option
 
     g = p.add_mutually_exclusive_group()
     g.add_argument("--full", action="store_true",
@@ -317,6 +317,7 @@ def _add_study_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="a model name for tnconv.models.get_model (overrides the "
                                    "profile's), a checkpoint or package.module:callable")
     add_input_options(p)
+    add_ray_option(p)
     p.add_argument("--out", help="run folder (default runs/<script>-<dataset>-<profile>); "
                                  "rerunning with the same folder resumes the sweeps")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
@@ -386,7 +387,7 @@ def _study_config(args: argparse.Namespace, profile_set: Any) -> Any:
     from .study.profiles import study_config
 
     names = ("dataset", "model", "train_epochs", "levels", "layers", "cuts", "batch_size",
-             "threshold", "threads", "seed", "test_subset")
+             "threshold", "threads", "seed", "test_subset", "ray")
     return study_config(profile_set, full=args.full, quick=args.quick, tiny=args.tiny,
                         device=args.device or "auto", out=args.out,
                         retrain_epochs=_retrain_epochs(args),

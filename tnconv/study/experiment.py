@@ -88,6 +88,9 @@ class StudyConfig:
         Execution (``device="auto"``: CUDA when available; ``threads=None``: torch's default).
     out
         The run folder.
+    ray
+        ``None``: the sweeps run here; ``""``: as Ray tasks on ``RAY_ADDRESS`` or a local Ray
+        instance; an address: on that cluster (:mod:`tnconv.study.distributed`).
     """
 
     model: str = "cnn4"
@@ -113,6 +116,7 @@ class StudyConfig:
     seed: int = 0
     progress: bool = True
     out: str = "runs/study"
+    ray: str | None = None
 
 
 def _say(msg: str) -> None:
@@ -171,8 +175,9 @@ class _Run:
     def sweep_options(self) -> dict[str, Any]:
         """The options both sweeps share."""
         cfg = self.cfg
+        ray = {} if cfg.ray is None else {"executor": "ray", "ray_address": cfg.ray or None}
         return dict(layers=cfg.layers, cuts=cfg.cuts, levels=cfg.levels,
-                    batch_size=cfg.batch_size, device=self.device, progress=cfg.progress)
+                    batch_size=cfg.batch_size, device=self.device, progress=cfg.progress, **ray)
 
 
 def _write_json(path: Path, obj: Any) -> None:
