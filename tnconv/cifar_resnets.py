@@ -142,10 +142,8 @@ def resnet20(num_classes: int = 10, in_channels: int = 3, *, shortcut: str = "B"
 
     Parameters
     ----------
-    num_classes : int, default 10
-        Output classes.
-    in_channels : int, default 3
-        Image channels (3 for CIFAR, 1 for Fashion-MNIST / MNIST).
+    num_classes, in_channels : int, default 10 and 3
+        Output classes and image channels (1 for Fashion-MNIST / MNIST).
     shortcut : {"B", "A"}, default "B"
         Where the shape changes: ``"B"`` a 1 x 1 projection (two more kernels for the study),
         ``"A"`` the paper's zero-padding identity (module docstring).

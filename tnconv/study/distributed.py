@@ -31,26 +31,25 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..modules import LayerSpec, select_layers
+from ..modules import select_layers
 from ..records import Records
 from ..runtime import resolve_device
 from .fingerprint import check_resumable, sweep_fingerprint
 from .prefix import PrefixRunner, default_cache_bytes
 from .sweep import (
     ALL_LAYERS,
-    DEFAULT_LEVELS,
     RowSink,
     check_sweep_args,
     check_sweep_call,
     row_key,
     run_all,
     run_single,
+    sweep_options,
     sweep_todo,
     working_copy,
 )
@@ -194,24 +193,10 @@ def ray_sweep(
     model: nn.Module,
     data: Any,
     *,
-    layers: LayerSpec = None,
-    cuts: str | Sequence[str] = "all",
-    levels: Sequence[float | int] = DEFAULT_LEVELS,
-    criterion: str = "keep",
-    mode: str = "single",
-    out: str | os.PathLike | None = None,
-    include_linear: bool = False,
-    batch_size: int = 1000,
-    device: str | torch.device | None = None,
-    amp: bool | None = None,
-    cache_bytes: int | None = None,
-    use_prefix: bool = True,
-    reuse_svd: bool = True,
-    progress: bool = True,
-    callback: Callable[[dict[str, Any]], None] | None = None,
     ray_address: str | None = None,
     max_retries: int = 3,
     threads: int = 1,
+    **options: Any,
 ) -> Records:
     """:func:`tnconv.sweep` on a Ray cluster: the same rows, the same resumable ``out`` file.
 
@@ -242,8 +227,15 @@ def ray_sweep(
     >>> data = (torch.randn(16, 1, 8, 8), torch.randint(0, 3, (16,)))  # doctest: +SKIP
     >>> rows = tnconv.sweep(net, data, levels=[1.0, 0.5], executor="ray")  # doctest: +SKIP
     """
+    o = sweep_options(options)
+    layers, cuts, criterion, mode, out = (o[k] for k in ("layers", "cuts", "criterion", "mode",
+                                                         "out"))
+    include_linear, batch_size, device, amp, callback = (
+        o[k] for k in ("include_linear", "batch_size", "device", "amp", "callback"))
+    cache_bytes, use_prefix, reuse_svd, progress = (
+        o[k] for k in ("cache_bytes", "use_prefix", "reuse_svd", "progress"))
     check_sweep_call(model, batch_size, callback)
-    levels = check_sweep_args(mode, criterion, levels, cuts)
+    levels = check_sweep_args(mode, criterion, o["levels"], cuts)
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
     t0 = time.perf_counter()

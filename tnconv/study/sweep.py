@@ -38,6 +38,7 @@ warning.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import os
 import time
@@ -57,8 +58,8 @@ from .fingerprint import check_resumable, sweep_fingerprint
 from .model_truncation import LayerSpec, combined_errors, select_layers
 from .prefix import PrefixRunner, default_cache_bytes
 
-__all__ = ["sweep", "SWEEP_FIELDS", "DEFAULT_LEVELS", "SWEEP_MODES", "LEVEL_CRITERIA",
-           "SWEEP_EXECUTORS"]
+__all__ = ["sweep", "sweep_options", "SWEEP_FIELDS", "DEFAULT_LEVELS", "SWEEP_MODES",
+           "LEVEL_CRITERIA", "SWEEP_EXECUTORS"]
 
 #: Default levels: fractions of the singular values kept (``criterion="keep"``).
 DEFAULT_LEVELS: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25, 0.1, 0.05)
@@ -148,6 +149,23 @@ class _Swap:
         with torch.no_grad():
             for m, k in zip(self.modules, self.saved):
                 m.weight.copy_(k)
+
+
+def sweep_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The keyword options of :func:`sweep` with its defaults filled in (another executor's
+    entry point takes them as ``**options``); an unknown option is a TypeError.
+
+    Examples
+    --------
+    >>> sweep_options({"mode": "all"})["levels"]
+    (1.0, 0.75, 0.5, 0.25, 0.1, 0.05)
+    """
+    params = {k: p.default for k, p in inspect.signature(sweep).parameters.items()
+              if p.kind is p.KEYWORD_ONLY}
+    bad = [k for k in options if k not in params]
+    if bad:
+        raise TypeError(f"unexpected sweep option(s) {bad}; valid: {', '.join(params)}")
+    return {**params, **options}
 
 
 def sweep(
