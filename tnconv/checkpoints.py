@@ -83,13 +83,30 @@ def _plain(value: Any) -> Any:
     return str(value)  # torch.device, Path, TorchVersion, ...
 
 
+def update_tensor_hash(h: Any, t: torch.Tensor, name: str | None = None) -> None:
+    """Feed a tensor's name (when given), dtype, shape and bytes (on the CPU) to the hash ``h``.
+
+    The one way tnconv hashes tensors: checkpoint checksums and sweep / run-folder fingerprints.
+
+    Examples
+    --------
+    >>> import hashlib
+    >>> h = hashlib.sha256()
+    >>> update_tensor_hash(h, torch.zeros(2), "w")
+    >>> h.hexdigest()[:8] == hashlib.sha256(b"w|torch.float32|(2,)|" + bytes(8)).hexdigest()[:8]
+    True
+    """
+    t = t.detach().to("cpu").contiguous()
+    prefix = "" if name is None else f"{name}|"
+    h.update(f"{prefix}{t.dtype}|{tuple(t.shape)}|".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy())
+
+
 def _checksum(meta: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
     """SHA-256 of the metadata and of every tensor's name, dtype, shape and bytes (CPU)."""
     h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
     for key in sorted(state):
-        t = state[key].detach().to("cpu").contiguous()
-        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
+        update_tensor_hash(h, state[key], key)
     return h.hexdigest()
 
 

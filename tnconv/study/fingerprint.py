@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..checkpoints import update_tensor_hash
+
 __all__ = ["sweep_fingerprint", "fingerprint_differences", "check_resumable", "state_dict_hash",
            "data_hash", "data_fingerprint", "stream_hash", "FINGERPRINT_VERSION"]
 
@@ -26,12 +28,6 @@ __all__ = ["sweep_fingerprint", "fingerprint_differences", "check_resumable", "s
 FINGERPRINT_VERSION = 1
 #: Images hashed per data set (evenly spaced, first and last included).
 _IMAGE_SAMPLE = 64
-
-
-def _update(h: Any, t: torch.Tensor) -> None:
-    t = t.detach().to("cpu").contiguous()
-    h.update(f"{t.dtype}|{tuple(t.shape)}|".encode())
-    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
 def state_dict_hash(model: nn.Module) -> str:
@@ -46,8 +42,7 @@ def state_dict_hash(model: nn.Module) -> str:
     """
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
-        h.update(f"{name}|".encode())
-        _update(h, t)
+        update_tensor_hash(h, t, name)
     return h.hexdigest()
 
 
@@ -62,10 +57,10 @@ def data_hash(images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
     """
     n = int(labels.shape[0])
     h_labels = hashlib.sha256()
-    _update(h_labels, labels.to(torch.int64))
+    update_tensor_hash(h_labels, labels.to(torch.int64))
     index = torch.linspace(0, max(n - 1, 0), min(n, _IMAGE_SAMPLE)).round().long()
     h_images = hashlib.sha256()
-    _update(h_images, images[index.to(images.device)])
+    update_tensor_hash(h_images, images[index.to(images.device)])
     h_images.update(f"{tuple(images.shape)}".encode())
     return {"n": n, "labels": h_labels.hexdigest(), "images": h_images.hexdigest()}
 
