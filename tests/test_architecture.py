@@ -20,10 +20,11 @@ import tnconv
 
 PACKAGE = Path(tnconv.__file__).resolve().parent
 FILES = sorted(PACKAGE.rglob("*.py"))
-CORE = ("decomp", "legs", "cuts", "network", "spectra", "truncate", "factors", "mps", "tucker",
-        "cp", "contract", "atlas", "modules", "records", "runtime", "_version")
-UPPER = ("layers", "study", "train", "checkpoints", "data", "models", "cifar_resnets", "cli",
-         "inputs")
+CORE = ("decomp", "legs", "cuts", "network", "spectra", "truncate", "factors", "mps", "mps_ranks",
+        "mps_sweeps", "chains", "tucker", "cp", "contract", "atlas", "modules", "records",
+        "runtime", "_version")
+UPPER = ("layers", "study", "compression", "train", "checkpoints", "data", "models",
+         "cifar_resnets", "cli", "cli_base", "cli_compress", "inputs")
 MAX_FUNCTION_LINES = 80
 MAX_MODULE_LINES = 500
 

@@ -11,6 +11,9 @@ upward; docs/architecture.md gives the rules and tests/test_architecture.py chec
     factors.py            KernelFactors: what every decomposed kernel shares
     mps.py, tucker.py,    the decompositions: to_mps -> KernelMPS, to_tucker -> KernelTucker,
       cp.py                 to_cp -> KernelCP
+    mps_ranks.py,         max_error over a whole chain (rank allocation), ALS sweeps of chains
+      mps_sweeps.py
+    chains.py             best_chain: the leg order with the fewest parameters / least error
     contract.py           cached opt_einsum contraction back to torch
     modules.py            conv_layers, select_layers: finding layers in a model
     atlas.py              spectra_atlas over whole models
@@ -42,6 +45,7 @@ from ._version import __version__
 # The core is imported eagerly (torch and opt_einsum only; quimb is imported on first use).
 # This also binds the functions `truncate` and `contract` over their same-named submodules.
 from .atlas import spectra_atlas
+from .chains import ChainTable, best_chain
 from .contract import contract, contract_tn
 from .cp import KernelCP, to_cp
 from .cuts import all_cuts, default_chain, parse_cut
@@ -97,6 +101,8 @@ __all__ = [
     "kernel_legs",
     "KernelMPS",
     "to_mps",
+    "best_chain",
+    "ChainTable",
     "KernelTucker",
     "to_tucker",
     "KernelCP",

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .chains import best_chain as find_best_chain
 from .cuts import all_cuts, format_cut, parse_cut
 from .decomp import norm_loss, rank_for_error, svdvals
 from .legs import kernel_legs, validate_kernel
@@ -72,6 +73,7 @@ def spectra_atlas(
     include_linear: bool = False,
     dtype: torch.dtype | None = None,
     return_spectra: bool = False,
+    best_chain: bool = False,
 ) -> Records:
     """Spectra of every kernel over a set of cuts, as a table.
 
@@ -89,6 +91,12 @@ def spectra_atlas(
         Compute dtype (float32 at least; ``torch.float64`` when asked).
     return_spectra
         Also put the singular values (a CPU tensor) in each row under ``"spectrum"``.
+    best_chain
+        Also search each layer's best MPS chain at 10% relative error
+        (:func:`tnconv.chains.best_chain`, a few MPS decompositions per layer: much slower
+        than the spectra) and add to every row of the layer ``best_chain``,
+        ``best_chain_params``, ``best_chain_compression``, ``best_chain_error`` and, for
+        comparison, ``default_chain_params`` (the default chain ``out|kh|kw|in`` at 10%).
 
     Returns
     -------
@@ -111,11 +119,14 @@ def spectra_atlas(
     if cuts != "all" and len(cuts) == 0:
         raise ValueError("cuts must not be empty: pass 'all' or a list of cut strings such as "
                          "['out|in,kh,kw']")
+    if not isinstance(best_chain, bool):
+        raise TypeError(f"best_chain must be True or False, got {best_chain!r}")
     kernels = _kernels(model_or_kernels, include_linear)
     if not kernels:
         raise ValueError("no conv layers (or kernels) found to analyse")
     plan, jobs = _plan(kernels, cuts)
     spectra = _spectra(kernels, jobs, dtype)
+    chain_cols = _best_chain_columns(kernels) if best_chain else None
     records = Records()
     for li, cut, key in plan:
         name, w = kernels[li]
@@ -127,8 +138,27 @@ def spectra_atlas(
                **_spectrum_row(s), "params": int(w.numel())}
         if return_spectra:
             row["spectrum"] = s.detach().cpu()
+        if chain_cols is not None:
+            row.update(chain_cols[li])
         records.append(row)
     return records
+
+
+#: The relative error at which ``spectra_atlas(..., best_chain=True)`` compares chains.
+BEST_CHAIN_ERROR = 0.1
+
+
+def _best_chain_columns(kernels: list[tuple[str, torch.Tensor]]) -> list[dict[str, Any]]:
+    """Per layer: its best chain at :data:`BEST_CHAIN_ERROR` and the default chain's size."""
+    cols = []
+    for _, w in kernels:
+        table = find_best_chain(w, max_error=BEST_CHAIN_ERROR)
+        top, default = table.rows[0], table.default_row
+        cols.append({"best_chain": top["chain"], "best_chain_params": top["num_params"],
+                     "best_chain_compression": top["compression"],
+                     "best_chain_error": top["rel_error"],
+                     "default_chain_params": None if default is None else default["num_params"]})
+    return cols
 
 
 _Job = tuple[int, list[int], tuple[int, int]]  # (kernel index, leg permutation, matrix shape)

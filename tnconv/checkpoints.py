@@ -61,7 +61,8 @@ def default_checkpoint_path(model_name: str, dataset: str) -> Path:
 
 def _infer_sizes(model: nn.Module) -> dict[str, int]:
     found: dict[str, int] = {}
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    convs = [m for m in model.modules()
+             if isinstance(m, nn.Conv2d) or hasattr(m, "weight_shape")]  # factorized too
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if convs:
         found["in_channels"] = convs[0].in_channels
@@ -100,6 +101,15 @@ def update_tensor_hash(h: Any, t: torch.Tensor, name: str | None = None) -> None
     prefix = "" if name is None else f"{name}|"
     h.update(f"{prefix}{t.dtype}|{tuple(t.shape)}|".encode())
     h.update(t.reshape(-1).view(torch.uint8).numpy())
+
+
+def _factorized_meta(model: nn.Module) -> dict[str, Any]:
+    """``{"factorized": specs}`` for a model with factorized layers (tensorized, compressed):
+    how :func:`load_checkpoint` rebuilds them; ``{}`` for a dense model."""
+    from .layers.convert import factorized_specs
+
+    specs = factorized_specs(model)
+    return {"factorized": specs} if specs else {}
 
 
 def _checksum(meta: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
@@ -159,6 +169,9 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, meta: dict[str
         Must name ``model`` (a :func:`tnconv.models.get_model` name); ``num_classes`` and
         ``in_channels`` are inferred from the model when absent. Usual extra keys: ``dataset``,
         ``accuracy``, ``epochs``, ``model_kwargs`` (passed to ``get_model`` on loading).
+        A model with factorized layers (from :func:`tnconv.tensorize` or
+        :func:`tnconv.compress`) gets ``factorized`` (:func:`tnconv.layers.factorized_specs`),
+        from which :func:`load_checkpoint` rebuilds those layers with their ranks.
         ``torch_version``, ``tnconv_version`` and ``date`` are added. Values should be plain
         Python types (str, int, float, bool, lists, dicts).
 
@@ -179,7 +192,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *, meta: dict[str
         raise TypeError(f"meta must be a dict, got {type(meta).__name__}")
     if not isinstance(meta.get("model"), str):
         raise ValueError(f"meta must name the model (meta['model'] = 'cnn4', ...), got {meta!r}")
-    full = _plain({**_infer_sizes(model), **meta})
+    full = _plain({**_infer_sizes(model), **meta, **_factorized_meta(model)})
     missing = [k for k in _REQUIRED_META if k not in full]
     if missing:
         raise ValueError(f"meta lacks {', '.join(missing)} and they cannot be inferred")
@@ -294,6 +307,10 @@ def load_checkpoint(
             meta["model"], meta["num_classes"], meta["in_channels"],
             **meta.get("model_kwargs", {}),
         )
+        if meta.get("factorized"):
+            from .layers.convert import refactorize
+
+            refactorize(model, meta["factorized"])
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

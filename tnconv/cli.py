@@ -18,64 +18,19 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
+from .cli_base import Parser, add_common_options, subcommand
 from .data import DATASETS
 from .models import MODELS
 
 __all__ = ["build_parser", "main", "study_main"]
 
 
-class _Parser(argparse.ArgumentParser):
-    """ArgumentParser whose usage errors are one line (``tnconv train: error: ...``)."""
-
-    def error(self, message: str) -> NoReturn:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
-
-
-class _Formatter(argparse.HelpFormatter):
-    """Wraps one-paragraph texts; keeps texts with line breaks (the examples) as written."""
-
-    def _fill_text(self, text: str, width: int, indent: str) -> str:
-        if "\n" in text:
-            return "".join(indent + line for line in text.splitlines(keepends=True))
-        return super()._fill_text(text, width, indent)
-
-
-def _subcommand(subparsers: argparse._SubParsersAction, func: Callable[..., int], summary: str,
-                **texts: str) -> argparse.ArgumentParser:
-    """Register the subcommand run by ``func`` (``_cmd_<name>``); its docstring is the
-    description of ``tnconv <name> --help``."""
-    name = func.__name__.removeprefix("_cmd_")
-    description = " ".join((func.__doc__ or summary).split())
-    parser = subparsers.add_parser(name, help=summary, description=description,
-                                   formatter_class=_Formatter, **texts)
-    parser.set_defaults(func=func)
-    return parser
-
-
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--device", default="auto", choices=("auto", "cpu", "cuda"),
-        help="where to run (default: auto = cuda when available, else cpu)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument(
-        "--data-root", type=Path, default=None, metavar="DIR",
-        help="folder searched first for the dataset (then $TNCONV_DATA, the user cache, "
-             "/usr/share/datasets/<name>)",
-    )
-    parser.add_argument(
-        "--download", action="store_true",
-        help="download the dataset into the user cache if it is found nowhere",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
     from .train import OPTIMIZERS, SCHEDULES
 
-    p = _subcommand(
+    p = subcommand(
         subparsers, _cmd_train, "train a model and save a checkpoint",
         epilog="example: tnconv train --model cnn4 --dataset fashion-mnist --epochs 4 "
                "--device cpu --out cnn4-fmnist.pt")
@@ -93,7 +48,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
                    help="train on N images only (a fixed random subset)")
     p.add_argument("--eval-subset", type=int, default=None, metavar="N",
                    help="evaluate on N test images only")
-    _add_common(p)
+    add_common_options(p)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -121,7 +76,7 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     from .data import SPLITS
     from .inputs import add_input_options
 
-    p = _subcommand(
+    p = subcommand(
         subparsers, _cmd_eval, "evaluate a checkpoint or any model on a dataset's test split",
         epilog="examples: tnconv eval ~/.cache/tnconv/checkpoints/cnn4-fashion-mnist.pt; "
                "tnconv eval resnet18 --weights DEFAULT --dataset imagenet/val")
@@ -136,7 +91,7 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
                    help="evaluate on N images only")
     p.add_argument("--batch-size", type=int, default=1000)
     add_input_options(p)
-    _add_common(p)
+    add_common_options(p)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -155,12 +110,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}")
     if "top5" in result:
         line += f", top-5 {result['top5']:.4f}"
-    print(line)
+    print(f"{line}; {sum(p.numel() for p in model.parameters())} parameters")
     return 0
 
 
 def _add_spectra(subparsers: argparse._SubParsersAction) -> None:
-    p = _subcommand(
+    p = subcommand(
         subparsers, _cmd_spectra,
         "spectra atlas of a model's conv kernels over cuts (entropy, ranks, norm loss)",
         epilog="examples: tnconv spectra ~/.cache/tnconv/checkpoints/cnn4-fashion-mnist.pt; "
@@ -221,7 +176,7 @@ def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
     from .inputs import add_input_options, add_ray_option
     from .study.sweep import DEFAULT_LEVELS, LEVEL_CRITERIA, SWEEP_MODES
 
-    p = _subcommand(
+    p = subcommand(
         subparsers, _cmd_sweep,
         "accuracy of a checkpoint or model truncated over layers x cuts x levels",
         epilog="examples:\n"
@@ -259,7 +214,7 @@ def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
                         "device memory); beyond it, full evaluations streaming the data")
     add_input_options(p)
     add_ray_option(p)
-    _add_common(p)
+    add_common_options(p)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -355,7 +310,7 @@ def _add_study(subparsers: argparse._SubParsersAction) -> None:
 
     sets = "\n\n".join(f"profiles of --profiles {name} (--full / --quick / --tiny):\n"
                      + _profiles_help(ps) for name, ps in PROFILE_SETS.items())
-    p = _subcommand(
+    p = subcommand(
         subparsers, _cmd_study,
         "the correlation-compression study: spectra, sweeps, retraining, a run folder",
         epilog="examples:\n"
@@ -464,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     """
     from ._version import __version__
 
-    parser = _Parser(
+    parser = Parser(
         prog="tnconv",
         description="Tensor networks for CNNs: train, evaluate and study models.",
     )

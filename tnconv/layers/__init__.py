@@ -22,7 +22,14 @@ from __future__ import annotations
 from ..cp import cp_als
 from ..tucker import tucker2
 from .base import FactorizedConv2d
-from .convert import LayerReport, TensorizeReport, densify, tensorize
+from .convert import (
+    LayerReport,
+    TensorizeReport,
+    densify,
+    factorized_specs,
+    refactorize,
+    tensorize,
+)
 from .cp_conv2d import CPConv2d
 from .monitor import EntropyLog, bond_entropies, recompress
 from .mps_conv2d import MPSConv2d
@@ -35,6 +42,8 @@ __all__ = [
     "CPConv2d",
     "tensorize",
     "densify",
+    "factorized_specs",
+    "refactorize",
     "TensorizeReport",
     "LayerReport",
     "tucker2",

@@ -5,6 +5,13 @@ replaced by :class:`MPSConv2d`, :class:`TuckerConv2d` or :class:`CPConv2d` (buil
 ``from_conv``, so an untruncated MPS or Tucker model computes what the original did), with a
 report of the parameters before and after. :func:`densify` turns every factorized layer back
 into a plain ``nn.Conv2d``.
+
+:func:`factorized_specs` describes which layers of a model are factorized and how (kind, chain,
+sub-legs, forward path: what the ranks alone do not say), as plain JSON-able data;
+:func:`refactorize` rebuilds those layers in a freshly constructed dense model, so that the
+factorized model's ``state_dict`` loads into it (the layers adopt the ranks of the incoming
+factors). :func:`tnconv.save_checkpoint` stores the specs and :func:`tnconv.load_checkpoint` uses
+them, so a compressed or tensorized model round-trips through a checkpoint.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from .cp_conv2d import CPConv2d
 from .mps_conv2d import MPSConv2d
 from .tucker_conv2d import TuckerConv2d
 
-__all__ = ["KINDS", "LayerSelector", "LayerReport", "TensorizeReport", "tensorize", "densify"]
+__all__ = ["KINDS", "LayerSelector", "LayerReport", "TensorizeReport", "tensorize", "densify",
+           "factorized_specs", "refactorize"]
 
 #: Factorized layer class by ``kind``.
 KINDS: dict[str, type[FactorizedConv2d]] = {
@@ -257,3 +265,101 @@ def densify(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     for name in names:
         _set_submodule(target, name, target.get_submodule(name).to_conv())
     return target
+
+
+def factorized_specs(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """What :func:`refactorize` needs to rebuild every factorized layer of ``model``.
+
+    Returns
+    -------
+    dict
+        Qualified layer name -> ``{"kind": "mps" | "tucker" | "cp", "path": ...}`` plus, for
+        MPS layers, ``"cut"`` and ``"split"``; plain JSON-able values. Empty for a model
+        without factorized layers.
+
+    Examples
+    --------
+    >>> import torch, tnconv
+    >>> net = tnconv.tensorize(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3)), max_bond=2)[0]
+    >>> factorized_specs(net)
+    {'0': {'kind': 'mps', 'path': 'auto', 'cut': 'out|kh|kw|in', 'split': {}}}
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    specs: dict[str, dict[str, Any]] = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, FactorizedConv2d) or not name:
+            continue
+        spec: dict[str, Any] = {"kind": module.kind, "path": module.path}
+        if isinstance(module, MPSConv2d):
+            spec["cut"] = module.cut
+            spec["split"] = {leg: list(sizes) for leg, sizes in module.split.items()}
+        specs[name] = spec
+    return specs
+
+
+#: The cheapest factorization of each kind; :func:`refactorize` builds it, and loading a
+#: state dict then sets the real ranks and values.
+_SEED_OPTIONS: dict[str, dict[str, Any]] = {
+    "mps": {"max_bond": 1},
+    "tucker": {"ranks": (1, 1)},
+    "cp": {"rank": 1, "n_iter": 1},
+}
+
+
+def refactorize(model: nn.Module, specs: dict[str, dict[str, Any]]) -> nn.Module:
+    """Replace the dense convolutions named in ``specs`` by factorized layers; in place.
+
+    The new layers have rank 1 (a placeholder); ``model.load_state_dict`` of the factorized
+    model's weights then gives them their ranks and values (see
+    :meth:`FactorizedConv2d._load_from_state_dict`).
+
+    Parameters
+    ----------
+    model
+        A dense model of the same architecture (e.g. rebuilt by :func:`tnconv.get_model`).
+    specs
+        From :func:`factorized_specs`.
+
+    Returns
+    -------
+    nn.Module
+        ``model`` itself.
+
+    Raises
+    ------
+    ValueError
+        A name that is not an ``nn.Conv2d`` of ``model``, or an unknown kind.
+
+    Examples
+    --------
+    >>> import torch, tnconv
+    >>> dense = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3))
+    >>> small = tnconv.tensorize(dense, max_bond=2)[0]
+    >>> fresh = refactorize(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3)),
+    ...                     factorized_specs(small))
+    >>> _ = fresh.load_state_dict(small.state_dict())
+    >>> fresh[0].bond_dims
+    [2, 2, 2]
+    """
+    if not isinstance(specs, dict):
+        raise TypeError(f"specs must be a dict from factorized_specs, got {type(specs).__name__}")
+    for name, spec in specs.items():
+        kind = spec.get("kind") if isinstance(spec, dict) else None
+        if kind not in KINDS:
+            raise ValueError(f"layer {name!r}: unknown factorized kind {kind!r}; valid: "
+                             f"{', '.join(KINDS)}")
+        try:
+            conv = model.get_submodule(name)
+        except AttributeError:
+            conv = None
+        if not isinstance(conv, nn.Conv2d):
+            raise ValueError(f"layer {name!r} of the specs is not an nn.Conv2d of the model")
+        options = dict(_SEED_OPTIONS[kind])
+        if kind == "mps":
+            split = {leg: tuple(sizes) for leg, sizes in (spec.get("split") or {}).items()}
+            options.update(cut=spec["cut"], split=split or None)
+        layer = KINDS[kind].from_conv(conv, **options)
+        layer.path = spec.get("path", "auto")
+        _set_submodule(model, name, layer)
+    return model

@@ -1,0 +1,26 @@
+"""Compression of a whole model to a budget: ``tnconv.compress`` and what it is made of.
+
+=================  =================================================================
+module             contents
+=================  =================================================================
+``api.py``         :func:`compress`, :func:`measure_latency`
+``evbmf.py``       :func:`evbmf`: empirical VBMF ranks (Nakajima et al. 2013)
+``candidates.py``  per-layer families (svd cuts, Tucker-2, MPS, CP): params, FLOPs, error
+``allocate.py``    uniform / energy / vbmf / knapsack allocation of a budget
+``sensitivity.py`` the cached single-layer sweep and its drop-per-error curves
+``summary.py``     :class:`CompressReport`
+``storage.py``     :func:`save_compressed` / :func:`load_compressed` (checkpoints + report)
+=================  =================================================================
+"""
+
+from __future__ import annotations
+
+from .allocate import ALLOCATIONS
+from .api import compress, measure_latency
+from .candidates import METHODS
+from .evbmf import EVBMFResult, evbmf
+from .storage import load_compressed, save_compressed
+from .summary import CompressReport, LayerResult
+
+__all__ = ["compress", "measure_latency", "evbmf", "EVBMFResult", "CompressReport",
+           "LayerResult", "save_compressed", "load_compressed", "METHODS", "ALLOCATIONS"]

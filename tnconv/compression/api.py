@@ -1,0 +1,375 @@
+"""``tnconv.compress``: a smaller, faster model at a chosen budget, in one call."""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..cuts import parse_cut
+from ..layers import CPConv2d, MPSConv2d, TuckerConv2d
+from ..modules import conv_layers, select_layers
+from ..runtime import model_device, resolve_device
+from .allocate import (ALLOCATIONS, LayerChoices, allocate_energy, allocate_max_error,
+                       allocate_min_loss, allocate_uniform, allocate_vbmf, total_cost)
+from .candidates import METHODS, MPS_CHAIN, Geometry, Option, dense_option, layer_families
+from .sensitivity import drop_curves, sensitivity_rows
+from .summary import CompressReport, LayerResult
+
+__all__ = ["compress", "measure_latency"]
+
+
+def _check_budget(params: Any, flops: Any, max_error: Any) -> tuple[str, float]:
+    given = {k: v for k, v in (("params", params), ("flops", flops), ("max_error", max_error))
+             if v is not None}
+    if len(given) > 1:
+        raise ValueError(f"give one budget, params=, flops= or max_error=; got {given}")
+    kind, value = next(iter(given.items())) if given else ("params", 0.25)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            0 < value <= 1 if kind != "max_error" else 0 <= value < 1):
+        allowed = "in [0, 1)" if kind == "max_error" else "a fraction in (0, 1]"
+        raise ValueError(f"{kind}={value!r} is not a valid budget; it must be {allowed}")
+    return kind, float(value)
+
+
+def _check_choices(method: str, allocate: str, cuts: Any, data: Any, kind: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    if allocate not in ALLOCATIONS:
+        raise ValueError(f"unknown allocate {allocate!r}; valid: {', '.join(ALLOCATIONS)}")
+    if allocate == "sensitivity" and data is None and kind != "max_error":
+        raise ValueError("allocate='sensitivity' needs data (held-out images to measure each "
+                         "layer's accuracy drop): pass data=..., or choose allocate='energy', "
+                         "'vbmf' or 'uniform', which need none")
+    if cuts == "auto":
+        return
+    for c in [cuts] if isinstance(cuts, str) else cuts:
+        if not isinstance(c, str):
+            raise TypeError(f"cuts must be 'auto', a cut string or a list of them, got {cuts!r}")
+        parse_cut(c, ("out", "in", "kh", "kw"), max_groups=2, min_groups=2)
+
+
+def _select(model: nn.Module, layers: Any) -> tuple[list[tuple[str, nn.Conv2d]], list[str]]:
+    if not any(isinstance(m, nn.Conv2d) for _, m in conv_layers(model)):
+        raise ValueError(f"the model ({type(model).__name__}) has no nn.Conv2d layer to compress")
+    chosen = select_layers(model, None if layers == "*" else layers, types=(nn.Conv2d,))
+    plain = [(n, m) for n, m in chosen
+             if m.groups == 1 and type(m).forward is nn.Conv2d.forward]
+    skipped = [n for n, m in chosen if (n, m) not in plain]
+    return plain, skipped
+
+
+def _input_size(data: Any, input_size: Any) -> tuple[int, ...] | None:
+    if input_size is not None:
+        size = tuple(int(d) for d in input_size)
+        if len(size) != 3 or min(size) < 1:
+            raise ValueError(f"input_size must be (C, H, W), got {input_size!r}")
+        return size
+    if data is None:
+        return None
+    from ..data import loaders
+
+    for x, _ in loaders.batches(data, 2):
+        return tuple(int(d) for d in x.shape[1:])
+    return None
+
+
+def _geometry(model: nn.Module, names: Sequence[str], input_size: tuple[int, ...] | None,
+              device: torch.device) -> dict[str, Geometry]:
+    if input_size is None:
+        return {}
+    found: dict[str, Geometry] = {}
+    hooks = []
+    for name in names:
+        def hook(m: nn.Module, inp: Any, out: torch.Tensor, name: str = name) -> None:
+            found[name] = Geometry(*inp[0].shape[2:], *out.shape[2:])
+        hooks.append(model.get_submodule(name).register_forward_hook(hook))
+    was = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_size, device=device))
+    finally:
+        model.train(was)
+        for h in hooks:
+            h.remove()
+    return found
+
+
+def _choices(chosen: Sequence[tuple[str, nn.Conv2d]], skipped: Sequence[tuple[str, nn.Module]],
+             geom: dict[str, Geometry], method: str, cuts: Any, progress: bool
+             ) -> list[LayerChoices]:
+    out = []
+    bar = tqdm(chosen, desc="compress: spectra", unit="layer", disable=not progress,
+               dynamic_ncols=True)
+    for name, conv in bar:
+        bias = 0 if conv.bias is None else conv.bias.numel()
+        shape = tuple(conv.weight.shape)
+        out.append(LayerChoices(name, dense_option(shape, bias, geom.get(name)), layer_families(
+            conv.weight.detach(), bias, geom.get(name), method=method, cuts=cuts)))
+    for name, conv in skipped:
+        bias = 0 if conv.bias is None else conv.bias.numel()
+        out.append(LayerChoices(name, dense_option(tuple(conv.weight.shape), bias,
+                                                   geom.get(name)), []))
+    return out
+
+
+def _check_meetable(layers: Sequence[LayerChoices], kind: str, fraction: float) -> float:
+    dense = sum(lc.dense.cost(kind) for lc in layers)
+    least = sum(min(o.cost(kind) for o in lc.options(kind)) for lc in layers)
+    if fraction * dense < least:
+        raise ValueError(f"{kind}={fraction:g} cannot be met: the smallest factorization (rank 1 "
+                         f"everywhere) keeps {least / dense:.4f} of the selected layers' {kind}; "
+                         "ask for at least that, or select fewer layers")
+    return fraction * dense
+
+
+def _sensitivity(model: nn.Module, data: Any, layers: list[LayerChoices], budget: float,
+                 kind: str, *, cache: bool, device: torch.device, progress: bool
+                 ) -> tuple[list[Option], list[float], float]:
+    """The knapsack choice on predicted drops, unless uniform predicts less; and its drops."""
+    cuts = {}
+    for lc in layers:
+        svd = [f for f in lc.families if f.method == "svd"]
+        if svd:
+            cuts[lc.name] = min(svd, key=lambda f: f.area(kind)).cut
+    if not cuts:  # no svd family (tucker / mps / cp only): sweep the out|in,kh,kw cut
+        cuts = {lc.name: "out|in,kh,kw" for lc in layers if lc.families}
+    rows = sensitivity_rows(model, data, cuts, cache=cache, device=device, progress=progress)
+    curves = drop_curves(rows)
+
+    def loss(i: int, o: Option) -> float:
+        curve = curves.get(layers[i].name)
+        return 0.0 if curve is None or o.method == "dense" else curve(o.error)
+
+    best = allocate_min_loss(layers, budget, kind, loss)
+    uniform = allocate_uniform(layers, budget, kind)
+    drops_best = [loss(i, o) for i, o in enumerate(best)]
+    drops_uni = [loss(i, o) for i, o in enumerate(uniform)]
+    if sum(drops_uni) < sum(drops_best):
+        best, drops_best = uniform, drops_uni
+    return best, drops_best, sum(drops_uni)
+
+
+def _build(conv: nn.Conv2d, option: Option) -> nn.Module:
+    if option.method == "dense":
+        return conv
+    if option.method == "svd":
+        layer = MPSConv2d.from_conv(conv, cut=option.cut, max_bond=option.ranks[0])
+    elif option.method == "mps":
+        layer = MPSConv2d.from_conv(conv, cut=MPS_CHAIN, max_bond=max(option.ranks))
+    elif option.method == "tucker":
+        layer = TuckerConv2d.from_conv(conv, ranks=tuple(option.ranks))
+    else:
+        layer = CPConv2d.from_conv(conv, rank=option.ranks[0])
+    return layer.train(conv.training)
+
+
+def _replace(small: nn.Module, layers: Sequence[LayerChoices], options: Sequence[Option],
+             drops: Sequence[float] | None, progress: bool) -> list[LayerResult]:
+    results = []
+    bar = tqdm(list(zip(layers, options, strict=True)), desc="compress: factoring",
+               unit="layer", disable=not progress, dynamic_ncols=True)
+    for k, (lc, opt) in enumerate(bar):
+        conv = small.get_submodule(lc.name)
+        new = _build(conv, opt)
+        if new is not conv:
+            parent, _, child = lc.name.rpartition(".")
+            setattr(small.get_submodule(parent) if parent else small, child, new)
+        after = sum(p.numel() for p in new.parameters())
+        results.append(LayerResult(
+            lc.name, opt.method, opt.cut, tuple(opt.ranks), lc.dense.params, after,
+            lc.dense.flops, opt.flops, float(getattr(new, "rel_error", 0.0)),
+            None if drops is None else float(drops[k])))
+    return results
+
+
+def measure_latency(model: nn.Module, input_size: Sequence[int], *, batch: int = 256,
+                    repeats: int = 5, warmup: int = 2, device: Any = None) -> float:
+    """Median seconds of one forward pass of a ``batch`` of zeros, after ``warmup`` passes.
+
+    Runs in eval mode under ``no_grad`` on the model's device (CUDA is synchronised around
+    every pass); the model's mode is restored.
+
+    Examples
+    --------
+    >>> import torch
+    >>> measure_latency(torch.nn.Conv2d(1, 2, 3), (1, 8, 8), batch=2, repeats=1) > 0
+    True
+    """
+    dev = model_device(model) if device is None else resolve_device(device)
+    x = torch.zeros(batch, *input_size, device=dev)
+    was = model.training
+    model.eval()
+    times = []
+    try:
+        with torch.no_grad():
+            for k in range(warmup + repeats):
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                t0 = time.perf_counter()
+                model(x)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                if k >= warmup:
+                    times.append(time.perf_counter() - t0)
+    finally:
+        model.train(was)
+    return statistics.median(times)
+
+
+def _allocate(model: nn.Module, data: Any, layers: list[LayerChoices], kind: str, value: float,
+              allocate: str, *, cache: bool, device: torch.device, progress: bool
+              ) -> tuple[list[Option], list[float] | None, float | None]:
+    if kind == "max_error":
+        return allocate_max_error(layers, value, "params"), None, None
+    budget = _check_meetable(layers, kind, value)
+    if allocate == "sensitivity":
+        return _sensitivity(model, data, layers, budget, kind, cache=cache, device=device,
+                            progress=progress)
+    table = {"uniform": allocate_uniform, "energy": allocate_energy, "vbmf": allocate_vbmf}
+    return table[allocate](layers, budget, kind), None, None
+
+
+def _finish(report: CompressReport, model: nn.Module, small: nn.Module, data: Any,
+            train_data: Any, epochs: int, finetune: dict[str, Any] | None, latency: bool,
+            device: torch.device, progress: bool) -> None:
+    from ..train import evaluate, fit
+
+    if data is not None:
+        report.accuracy_dense = evaluate(model, data, device=device)["accuracy"]
+        report.accuracy_compressed = evaluate(small, data, device=device)["accuracy"]
+    if epochs > 0:
+        source = train_data
+        if source is None:
+            if data is None:
+                raise ValueError("epochs > 0 needs train_data= (or data=) to fine-tune on")
+            source = data
+            report.notes.append("fine-tuned on data (no train_data given): the fine-tuned "
+                                "accuracy on the same data is optimistic")
+            warnings.warn("compress: fine-tuning on data, as train_data is None", stacklevel=3)
+        fit(small, source, epochs=epochs, device=device, progress=progress, **(finetune or {}))
+        if data is not None:
+            report.accuracy_finetuned = evaluate(small, data, device=device)["accuracy"]
+    if latency and report.input_size is not None:
+        report.latency_dense_s = measure_latency(model, report.input_size, device=device)
+        report.latency_compressed_s = measure_latency(small, report.input_size, device=device)
+
+
+def compress(
+    model: nn.Module,
+    data: Any = None,
+    *,
+    params: float | None = None,
+    flops: float | None = None,
+    max_error: float | None = None,
+    method: str = "auto",
+    allocate: str = "sensitivity",
+    cuts: str | Sequence[str] = "auto",
+    layers: Any = "*",
+    finetune: dict[str, Any] | None = None,
+    epochs: int = 0,
+    train_data: Any = None,
+    input_size: Sequence[int] | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    cache: bool = True,
+    latency: bool = True,
+) -> tuple[nn.Module, CompressReport]:
+    """A smaller, faster copy of ``model`` with factored convolutions, at a chosen budget.
+
+    Parameters
+    ----------
+    model
+        A trained model; never modified (a deep copy is compressed).
+    data
+        Held-out ``(images, labels)`` in any form of :mod:`tnconv.data.loaders`: needed by
+        ``allocate="sensitivity"``; the accuracy before and after is measured on it.
+    params, flops, max_error
+        The budget, exactly one (default ``params=0.25``). ``params`` / ``flops``: a fraction
+        in (0, 1] of the selected layers' parameters (weights and biases) / multiply-adds at
+        ``input_size``; the result is at most the budget and as close to it as the discrete
+        ranks allow. ``max_error``: each layer's cheapest option whose relative Frobenius
+        kernel error is at most this (``allocate`` is then unused).
+    method
+        ``"svd"`` (a two-site cut at rank ``r``, an :class:`MPSConv2d` of two sites),
+        ``"tucker"`` (Tucker-2), ``"mps"`` (the chain ``out|kh|kw|in``), ``"cp"`` (ALS: slow)
+        or ``"auto"`` (per layer the best of svd, tucker and mps). A ``1 x 1`` convolution
+        only gets the cut ``out|in``. Errors: svd exact (Eckart-Young), tucker exact HOSVD,
+        mps the TT-SVD bound, cp the ALS fit.
+    allocate
+        How the budget is shared by the layers: ``"uniform"`` (the same kept fraction in each
+        layer, within each layer's best family), ``"energy"`` (one threshold on the
+        discarded energy, no data), ``"vbmf"`` (EVBMF ranks, Kim et al. 2016, all scaled by one
+        common factor found by bisection so that the budget is met) or ``"sensitivity"`` (a
+        cached single-layer accuracy sweep on ``data``; the options minimising the sum of
+        predicted drops, a multiple-choice knapsack; the uniform allocation is kept when it
+        predicts less). The drop of an option is read from its layer's measured drop as a
+        function of the kernel error, on the layer's best cut.
+    cuts
+        svd cuts: ``"auto"`` (per layer the cheap cut with the best error per parameter:
+        ``out|in,kh,kw``, ``out,kh,kw|in``, ``out,kh|in,kw``, ``out,kw|in,kh``), a cut string
+        or a list of them.
+    layers
+        Which ``nn.Conv2d`` layers: ``"*"`` (all), patterns or a predicate
+        (:func:`tnconv.modules.select_layers`). Grouped convolutions stay dense.
+    finetune, epochs, train_data
+        ``epochs > 0`` fine-tunes the factored model with :func:`tnconv.fit` (options
+        ``finetune``) on ``train_data``, or on ``data`` when it is None (with a warning).
+    input_size
+        ``(C, H, W)`` for FLOPs and timings; default from ``data``'s first batch. Required by
+        ``flops=``.
+    device
+        Where to compute and evaluate; default the model's device.
+    progress, cache
+        tqdm bars; cache the sensitivity sweep under ``runtime.cache_dir("compress")``.
+    latency
+        Time both models (median of 5 passes of a batch of 256 at ``input_size``).
+
+    Returns
+    -------
+    (nn.Module, CompressReport)
+        The compressed model (``tnconv.densify`` turns it back into plain convolutions) and
+        what was chosen and measured.
+
+    Examples
+    --------
+    >>> import torch, tnconv
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(),
+    ...                           torch.nn.Conv2d(16, 32, 3))
+    >>> small, report = compress(net, params=0.5, allocate="energy", progress=False)
+    >>> report.params_fraction <= 0.5, type(small[2]).__name__ in ("MPSConv2d", "TuckerConv2d")
+    (True, True)
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    kind, value = _check_budget(params, flops, max_error)
+    _check_choices(method, allocate, cuts, data, kind)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+    dev = model_device(model) if device is None else resolve_device(device)
+    chosen, skipped = _select(model, layers)
+    size = _input_size(data, input_size)
+    if kind == "flops" and size is None:
+        raise ValueError("flops= needs input_size=(C, H, W) or data to infer it from")
+    small = copy.deepcopy(model).to(dev)
+    geom = _geometry(small, [n for n, _ in chosen] + skipped, size, dev)
+    rest = [(n, small.get_submodule(n)) for n in skipped]
+    layers_ = _choices([(n, small.get_submodule(n)) for n, _ in chosen], rest, geom, method,
+                       cuts, progress)
+    options, drops, uniform_drop = _allocate(model, data, layers_, kind, value, allocate,
+                                             cache=cache, device=dev, progress=progress)
+    report = CompressReport(budget_kind=kind, budget=value, method=method, allocate=allocate,
+                            input_size=size, skipped=list(skipped),
+                            predicted_drop=None if drops is None else math.fsum(drops),
+                            uniform_predicted_drop=uniform_drop)
+    report.layers = _replace(small, layers_, options, drops, progress)
+    _finish(report, model, small, data, train_data, epochs, finetune, latency, dev, progress)
+    return small.eval() if not model.training else small, report

@@ -1,0 +1,185 @@
+"""The report of :func:`tnconv.compress`: per layer and in total, as a table, dict or JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..runtime import atomic_write
+
+__all__ = ["LayerResult", "CompressReport"]
+
+
+@dataclass
+class LayerResult:
+    """One selected layer after compression.
+
+    Attributes
+    ----------
+    name, method, cut, ranks
+        The layer and its factorization (``method="dense"``: left as it was).
+    params_before, params_after
+        Parameters (weight and bias) of the dense and the chosen layer.
+    flops_before, flops_after
+        Multiply-adds per image at ``input_size`` (``None`` when unknown).
+    rel_error
+        Measured relative Frobenius error of the factored kernel (0 for dense).
+    predicted_drop
+        Predicted single-layer accuracy drop (``allocate="sensitivity"`` only).
+    """
+
+    name: str
+    method: str
+    cut: str | None
+    ranks: tuple[int, ...]
+    params_before: int
+    params_after: int
+    flops_before: int | None
+    flops_after: int | None
+    rel_error: float
+    predicted_drop: float | None = None
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else (
+        format(value, spec))
+
+
+@dataclass
+class CompressReport:
+    """What :func:`tnconv.compress` did, and what it measured.
+
+    Attributes
+    ----------
+    layers
+        One :class:`LayerResult` per selected layer, in model order.
+    budget_kind, budget
+        ``"params"``, ``"flops"`` or ``"max_error"``, and the value asked.
+    method, allocate
+        As passed.
+    input_size
+        ``(C, H, W)`` of FLOP counts and timings (``None`` when unknown).
+    accuracy_dense, accuracy_compressed, accuracy_finetuned
+        Accuracy on ``data`` of the original model, of the compressed one before and after
+        fine-tuning (``None`` where not measured).
+    predicted_drop, uniform_predicted_drop
+        Sum of the predicted single-layer drops of the chosen options and of the uniform
+        allocation (``allocate="sensitivity"``).
+    latency_dense_s, latency_compressed_s, latency_batch
+        Median seconds of one forward pass of a batch of ``latency_batch`` at ``input_size``.
+    skipped
+        Selected convolutions that cannot be factored (grouped, or with their own forward),
+        left dense and counted at full size.
+    notes
+        What else the run decided (data used for fine-tuning, ...).
+    """
+
+    layers: list[LayerResult] = field(default_factory=list)
+    budget_kind: str = "params"
+    budget: float = 1.0
+    method: str = "auto"
+    allocate: str = "sensitivity"
+    input_size: tuple[int, ...] | None = None
+    accuracy_dense: float | None = None
+    accuracy_compressed: float | None = None
+    accuracy_finetuned: float | None = None
+    predicted_drop: float | None = None
+    uniform_predicted_drop: float | None = None
+    latency_dense_s: float | None = None
+    latency_compressed_s: float | None = None
+    latency_batch: int = 256
+    skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def params_before(self) -> int:
+        """Parameters of the selected layers before."""
+        return sum(r.params_before for r in self.layers)
+
+    @property
+    def params_after(self) -> int:
+        """Parameters of the selected layers after."""
+        return sum(r.params_after for r in self.layers)
+
+    @property
+    def params_fraction(self) -> float:
+        """``params_after / params_before`` (the achieved fraction)."""
+        return self.params_after / self.params_before if self.params_before else math.nan
+
+    @property
+    def flops_fraction(self) -> float | None:
+        """Achieved fraction of the selected layers' multiply-adds (``None`` when unknown)."""
+        if any(r.flops_before is None or r.flops_after is None for r in self.layers):
+            return None
+        before = sum(r.flops_before for r in self.layers)  # type: ignore[misc]
+        return sum(r.flops_after for r in self.layers) / before  # type: ignore[misc]
+
+    @property
+    def latency_ratio(self) -> float | None:
+        """``latency_compressed_s / latency_dense_s`` (below 1: faster)."""
+        if not self.latency_dense_s or self.latency_compressed_s is None:
+            return None
+        return self.latency_compressed_s / self.latency_dense_s
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, as plain Python types (the totals included).
+
+        Examples
+        --------
+        >>> r = CompressReport([LayerResult("0", "svd", "out|in,kh,kw", (2,), 64, 32, None,
+        ...                                 None, 0.5)], budget=0.5)
+        >>> r.to_dict()["params_fraction"]
+        0.5
+        """
+        out = asdict(self)
+        out["layers"] = [{**asdict(r), "ranks": list(r.ranks)} for r in self.layers]
+        out["input_size"] = list(self.input_size) if self.input_size else None
+        out.update(params_before=self.params_before, params_after=self.params_after,
+                   params_fraction=self.params_fraction, flops_fraction=self.flops_fraction,
+                   latency_ratio=self.latency_ratio)
+        return out
+
+    def to_pandas(self) -> Any:
+        """The per-layer table as a ``pandas.DataFrame``."""
+        import pandas as pd
+
+        return pd.DataFrame([{**asdict(r), "ranks": "x".join(map(str, r.ranks))}
+                             for r in self.layers])
+
+    def save_json(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`to_dict` as JSON (atomically); return the path."""
+        text = json.dumps(self.to_dict(), indent=2, default=str).encode()
+        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        return atomic_write(Path(path).expanduser(), lambda fh: fh.write(text))
+
+    def __str__(self) -> str:
+        head = (f"{'layer':<24} {'method':<7} {'cut':<14} {'ranks':<11} {'params':>17} "
+                f"{'MFLOPs':>15} {'error':>6} {'drop':>6}")
+        lines = [head, "-" * len(head)]
+        for r in self.layers:
+            fl = (f"{r.flops_before / 1e6:.2f}>{r.flops_after / 1e6:.2f}"
+                  if r.flops_before is not None and r.flops_after is not None else "-")
+            lines.append(f"{r.name:<24} {r.method:<7} {r.cut or '-':<14} "
+                         f"{'x'.join(map(str, r.ranks)) or '-':<11} "
+                         f"{f'{r.params_before}>{r.params_after}':>17} {fl:>15} "
+                         f"{r.rel_error:>6.3f} {_fmt(r.predicted_drop, '6.3f'):>6}")
+        lines.append("-" * len(head))
+        flops = self.flops_fraction
+        lines.append(f"budget {self.budget_kind}={self.budget:g} ({self.method}, "
+                     f"{self.allocate}): params {self.params_before} -> {self.params_after} "
+                     f"({self.params_fraction:.4f})"
+                     + (f", FLOPs fraction {flops:.4f}" if flops is not None else ""))
+        lines.append(f"accuracy dense {_fmt(self.accuracy_dense, '.4f')}, compressed "
+                     f"{_fmt(self.accuracy_compressed, '.4f')}, fine-tuned "
+                     f"{_fmt(self.accuracy_finetuned, '.4f')}")
+        if self.latency_dense_s is not None:
+            lines.append(f"latency (batch {self.latency_batch}) dense "
+                         f"{self.latency_dense_s * 1e3:.1f} ms, compressed "
+                         f"{_fmt((self.latency_compressed_s or 0) * 1e3, '.1f')} ms, ratio "
+                         f"{_fmt(self.latency_ratio, '.3f')}")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
