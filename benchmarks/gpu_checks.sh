@@ -76,6 +76,7 @@ run() {
     step sweep 120 python3 benchmarks/bench_sweep.py --device cuda --full --no-naive \
         --out "$RES/bench_sweep_cuda_full.json"
     step study 300 python3 examples/resnet_cuts.py --full --no-progress --out "$RES/run"
+    step compress 200 python3 benchmarks/bench_compress.py --models resnet50 --budgets 0.25 --modes sensitivity uniform energy vbmf --device cuda --out "$RES/bench_compress_cuda_resnet50.json"  # issue 12 (not in the ~560 s of a plain run: name it, `run compress`)
     ls -R "$RES" | head -40
     echo "unpack gpu_results.tar.gz; copy its JSON files to $R/ and run/summary.md + PNGs to docs/results/"
 }

@@ -268,13 +268,13 @@ BAD_CALLS = [
     ("cp NaN conv", lambda: CPConv2d.from_conv(_conv(nan=True)), ValueError,
      "conv.weight contains NaN or Inf"),
     ("mps factored without form", lambda: MPSConv2d.from_conv(
-        _conv(), cut="out,kh|in,kw", path="factored"), ValueError, "path='factored'"),
+        _conv(), cut="out,in|kh,kw", path="factored"), ValueError, "path='factored'"),
     ("mps factored split", lambda: MPSConv2d.from_conv(
         _conv(), split={"out": (2, 4)}, path="factored"), ValueError, "path='factored'"),
     ("tucker factored grouped", lambda: TuckerConv2d(4, 8, 3, groups=2, path="factored"),
      ValueError, "path='factored'"),
     ("path setter without form", lambda: _set_path(
-        MPSConv2d.from_conv(_conv(), cut="out,kh|in,kw"), "factored"), ValueError,
+        MPSConv2d.from_conv(_conv(), cut="out,in|kh,kw"), "factored"), ValueError,
      "path='factored'"),
     ("unknown path", lambda: MPSConv2d.from_conv(_conv(), path="fast"), ValueError,
      "unknown path 'fast'"),

@@ -214,3 +214,16 @@ def test_atlas_best_chain_columns():
             assert row["best_chain_params"] <= row["default_chain_params"]
     with pytest.raises(TypeError):
         tnconv.spectra_atlas(model, best_chain="yes")
+
+
+def test_to_mps_auto_uses_the_best_chain():
+    """to_mps(cut="auto") builds the chain best_chain ranks first (hidden order found)."""
+    torch.manual_seed(3)
+    # an exact bond-2 chain in the order in|kw|out|kh, permuted to [out, in, kh, kw]
+    a, b = torch.randn(12, 2), torch.randn(2, 3, 2)
+    c, d = torch.randn(2, 16, 2), torch.randn(2, 3)
+    w = torch.einsum("ia,awb,boc,ch->oihw", a, b, c, d)
+    auto = tnconv.to_mps(w, "auto", max_error=0.01)
+    assert auto.cut in ("in|kw|out|kh", "kh|out|kw|in")
+    assert auto.num_params < tnconv.to_mps(w, max_error=0.01).num_params
+    assert auto.rel_error < 1e-5

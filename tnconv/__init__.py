@@ -25,8 +25,10 @@ upward; docs/architecture.md gives the rules and tests/test_architecture.py chec
     train.py              fit, evaluate
     checkpoints.py        save / load checkpoints, train_or_load
     study/                truncate_model, sweeps, retraining, the study runner and its profiles
-    cli.py, inputs.py     the ``tnconv`` command: train, eval, spectra, sweep, study; what its
-                          model and data arguments may name
+    compression/          compress: a model to a budget (allocation, EVBMF, report, storage)
+    cli.py, cli_base.py,  the ``tnconv`` command: train, eval, spectra, sweep, study, compress;
+      cli_compress.py,      what its model and data arguments may name
+      inputs.py
     runtime.py, registry.py, records.py, _version.py
                           leaves: device / autocast / cache folder, named choices, result rows
 
@@ -84,6 +86,12 @@ _EXPORTS: dict[str, str] = {
     "sweep": "study",
     "retrain": "study",
     "spectra_atlas_many": "study",
+    # compression to a budget
+    "compress": "compression",
+    "evbmf": "compression",
+    "CompressReport": "compression",
+    "save_compressed": "compression",
+    "load_compressed": "compression",
 }
 
 __all__ = [
@@ -138,11 +146,16 @@ __all__ = [
     "sweep",
     "retrain",
     "spectra_atlas_many",
+    "compress",
+    "evbmf",
+    "CompressReport",
+    "save_compressed",
+    "load_compressed",
 ]
 
 
 #: Subpackages and modules reachable as attributes after a plain ``import tnconv``.
-_SUBMODULES = ("layers", "study", "models", "data", "train", "checkpoints", "cli")
+_SUBMODULES = ("layers", "study", "compression", "models", "data", "train", "checkpoints", "cli")
 
 
 def __getattr__(name: str) -> Any:
@@ -163,6 +176,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .checkpoints import load_checkpoint, save_checkpoint
     from .cifar_resnets import resnet20, resnet32, resnet56, resnet110
+    from .compression import CompressReport, compress, evbmf, load_compressed, save_compressed
     from .data import load_dataset
     from .layers import CPConv2d, MPSConv2d, TuckerConv2d, densify, tensorize
     from .models import cnn4, get_model, resnet50

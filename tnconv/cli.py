@@ -1,12 +1,15 @@
-"""The ``tnconv`` command line (also ``python -m tnconv``): train, eval, spectra, sweep, study.
+"""The ``tnconv`` command line (also ``python -m tnconv``): train, eval, spectra, sweep, study,
+compress.
 
 Each subcommand is registered by ``_add_<name>(subparsers)`` and run by ``_cmd_<name>(args)``,
-which returns the exit status; add a subcommand by writing both and listing ``_add_<name>`` in
-:data:`_SUBCOMMANDS`. The choices of models, datasets, optimizers, schedules, sweep modes and
-study profiles come from the package's registries (:data:`tnconv.models.MODELS`,
-:data:`tnconv.data.DATASETS`, :data:`tnconv.train.OPTIMIZERS`, ...), never from literals here.
-Errors raised by tnconv (ValueError, TypeError) and by the file system (OSError, e.g.
-FileNotFoundError) are printed as one line ``tnconv: error: ...`` and give exit status 2.
+which returns the exit status; add a subcommand by writing both (here, or in a module of its own
+such as :mod:`tnconv.cli_compress`, with the helpers of :mod:`tnconv.cli_base`) and listing the
+``add`` function in :data:`_SUBCOMMANDS`. The choices of models, datasets, optimizers,
+schedules, sweep modes and study profiles come from the package's registries
+(:data:`tnconv.models.MODELS`, :data:`tnconv.data.DATASETS`, :data:`tnconv.train.OPTIMIZERS`,
+...), never from literals here. Errors raised by tnconv (ValueError, TypeError) and by the file
+system (OSError, e.g. FileNotFoundError) are printed as one line ``tnconv: error: ...`` and give
+exit status 2.
 
 :func:`study_main` is the study's command line on its own: ``examples/resnet_cuts.py`` and
 ``examples/cnn4_cuts.py`` call it with their profile set.
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli_base import Parser, add_common_options, subcommand
+from .cli_compress import add_compress
 from .data import DATASETS
 from .models import MODELS
 
@@ -406,7 +410,7 @@ def study_main(argv: Sequence[str] | None = None, *, profiles: str = "resnet50",
 
 #: Registration functions of the subcommands, in --help order.
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_train, _add_eval, _add_spectra, _add_sweep, _add_study]
+    _add_train, _add_eval, _add_spectra, _add_sweep, _add_study, add_compress]
 
 
 def build_parser() -> argparse.ArgumentParser:

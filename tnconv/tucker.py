@@ -6,9 +6,11 @@ The kernel ``W[out, in, kh, kw]`` is written as::
 
 with ranks ``a < r_out``, ``b < r_in`` (the labelled network ``out - r_out - core - r_in - in``).
 :func:`to_tucker` finds the factors by a truncated HOSVD of the ``out`` and ``in`` legs (the
-left singular vectors of each unfolding, :func:`tnconv.decomp.left_singular`, in float64) and
-returns a :class:`KernelTucker`; the truncation criteria are those of
-:class:`tnconv.decomp.Criteria`, applied per leg. :func:`tucker2` returns the bare factors.
+left singular vectors of each unfolding, :func:`tnconv.decomp.left_singular`, in float64),
+refined by HOOI (higher-order orthogonal iteration: each leg's factor in turn becomes the leading
+left singular vectors of the kernel projected on the other leg, :func:`hooi`), and returns a
+:class:`KernelTucker`; the truncation criteria are those of :class:`tnconv.decomp.Criteria`,
+applied per leg to the HOSVD spectra. :func:`tucker2` returns the bare factors.
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ from .decomp import (
 from .factors import KernelFactors, check_conv2d_kernel
 from .network import compute_dtype
 
-__all__ = ["KernelTucker", "to_tucker", "tucker2"]
+__all__ = ["DEFAULT_HOOI_ITERS", "KernelTucker", "to_tucker", "tucker2"]
+
+#: HOOI sweeps of :func:`to_tucker` by default (it stops earlier at ``tol``).
+DEFAULT_HOOI_ITERS = 50
 
 
 class KernelTucker(KernelFactors):
@@ -46,6 +51,9 @@ class KernelTucker(KernelFactors):
         ``(r_out, r_in)`` kept, and the ranks of the two unfoldings before truncation.
     leg_spectra : tuple of torch.Tensor
         Singular values of the ``out`` and ``in`` unfoldings, before truncation.
+    hooi_errors : list of float
+        Relative error of the HOSVD start, then after each HOOI sweep (float64, from the core's
+        norm); ``len(hooi_errors) - 1`` sweeps were done. The factors kept are the best of them.
     rel_error, error_bound, shape, factors
         See :class:`KernelFactors`.
     """
@@ -55,9 +63,16 @@ class KernelTucker(KernelFactors):
 
     def __init__(self, factors: Sequence[torch.Tensor], kernel: torch.Tensor,
                  leg_spectra: tuple[torch.Tensor, torch.Tensor],
-                 error_bound: float | None = None) -> None:
+                 error_bound: float | None = None,
+                 hooi_errors: list[float] | None = None) -> None:
         super().__init__(factors, kernel, error_bound)
         self.leg_spectra = leg_spectra
+        self.hooi_errors: list[float] = [self.rel_error] if hooi_errors is None else hooi_errors
+
+    @property
+    def n_iter(self) -> int:
+        """HOOI sweeps done after the HOSVD start."""
+        return len(self.hooi_errors) - 1
 
     @property
     def u_out(self) -> torch.Tensor:
@@ -86,6 +101,10 @@ class KernelTucker(KernelFactors):
 
     def _ranks(self) -> dict[str, Any]:
         return {"ranks": self.ranks, "full_ranks": self.full_ranks}
+
+    def summary(self) -> dict[str, Any]:
+        """As :meth:`KernelFactors.summary`, with ``n_iter`` (HOOI sweeps done)."""
+        return {**super().summary(), "n_iter": self.n_iter}
 
 
 def _tucker_params(shape: Sequence[int], r_out: int, r_in: int) -> int:
@@ -130,14 +149,72 @@ def _choose_ranks(shape: Sequence[int], spectra: Sequence[torch.Tensor], criteri
     return r
 
 
+def _check_hooi(n_iter: object, tol: object) -> tuple[int, float]:
+    if isinstance(n_iter, bool) or not isinstance(n_iter, int):
+        raise TypeError(f"n_iter must be an int >= 0 (HOOI sweeps), got {n_iter!r}")
+    if n_iter < 0:
+        raise ValueError(f"n_iter must be an int >= 0 (HOOI sweeps), got {n_iter}")
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)):
+        raise TypeError(f"tol must be a finite number >= 0, got {tol!r}")
+    if not math.isfinite(tol) or tol < 0:
+        raise ValueError(f"tol must be a finite number >= 0, got {tol!r}")
+    return n_iter, float(tol)
+
+
+def _leading(m: torch.Tensor, rank: int, previous: torch.Tensor) -> torch.Tensor:
+    """``rank`` leading left singular vectors of ``m``, completed from ``previous`` if short."""
+    u = left_singular(m)[0][:, :rank]
+    if u.shape[1] < rank:  # m has fewer columns than rank: any orthonormal completion is optimal
+        u = torch.linalg.qr(torch.cat([u, previous], 1))[0][:, :rank]
+    return u
+
+
+def _hooi(w: torch.Tensor, a: torch.Tensor, b: torch.Tensor, n_iter: int,
+          tol: float) -> tuple[torch.Tensor, torch.Tensor, list[float]]:
+    """HOOI sweeps on the ``out`` and ``in`` legs of ``w`` (float64) from the factors ``a, b``.
+
+    Returns the best factors seen (the start included) and the relative error of the start and
+    after every sweep, ``sqrt(1 - ||core||^2 / ||w||^2)`` (the factors are orthonormal). Stops
+    when a sweep changes the error by less than ``tol`` times the error before it.
+    """
+    o, i, kh, kw = w.shape
+    top = float(w.abs().max()) if w.numel() else 0.0
+    if top == 0.0:
+        return a, b, [0.0]
+    w = w / top  # no overflow in the squares
+    norm2 = float(w.square().sum())
+
+    def error(a: torch.Tensor, b: torch.Tensor) -> float:
+        kept = float(torch.einsum("oihw,oa,ib->abhw", w, a, b).square().sum())
+        return math.sqrt(max(norm2 - kept, 0.0) / norm2)
+
+    errors = [error(a, b)]
+    best = (errors[0], a, b)
+    r_out, r_in = a.shape[1], b.shape[1]
+    # a full rank on either leg, or a 1x1 kernel (a matrix): the HOSVD is already optimal
+    if r_out >= min(o, i * kh * kw) or r_in >= min(i, o * kh * kw) or kh * kw == 1:
+        return a, b, errors
+    for _ in range(n_iter):
+        a = _leading(torch.einsum("oihw,ib->obhw", w, b).reshape(o, -1), r_out, a)
+        b = _leading(torch.einsum("oihw,oa->iahw", w, a).reshape(i, -1), r_in, b)
+        errors.append(error(a, b))
+        if errors[-1] < best[0]:
+            best = (errors[-1], a, b)
+        if abs(errors[-2] - errors[-1]) <= tol * errors[-2]:
+            break
+    return best[1], best[2], errors
+
+
 def to_tucker(
     kernel: torch.Tensor,
     *,
     ranks: int | tuple[int, int] | None = None,
     ratio: float | None = None,
+    n_iter: int = DEFAULT_HOOI_ITERS,
+    tol: float = 1e-6,
     **criteria: Unpack[CriteriaOptions],
 ) -> KernelTucker:
-    """Tucker-2 decomposition of a Conv2d kernel by truncated HOSVD of its channel legs.
+    """Tucker-2 decomposition of a Conv2d kernel: truncated HOSVD of its channel legs, then HOOI.
 
     Parameters
     ----------
@@ -155,44 +232,57 @@ def to_tucker(
     ratio
         Target compression ``dense / factored`` parameters (> 1): the largest ranks
         (proportional to the full ranks) within that budget.
+    n_iter
+        At most this many HOOI sweeps after the HOSVD start (0: the plain HOSVD). Each sweep
+        replaces ``U_out`` by the leading left singular vectors of the ``out`` unfolding of
+        ``W x_in U_in^T``, then ``U_in`` likewise; the error never rises above the HOSVD's
+        (the best factors are kept). Skipped where the HOSVD is optimal already (a full rank on
+        either leg, a 1x1 kernel).
+    tol
+        Stop when a sweep changes the relative error by less than ``tol`` times that error.
 
     Returns
     -------
     KernelTucker
         The factors in the kernel's dtype and device (computed in float64), the leg spectra,
-        parameter counts and the measured error. With no criterion the decomposition is exact.
+        the HOOI errors, parameter counts and the measured error. With no criterion the
+        decomposition is exact.
 
     Raises
     ------
     TypeError, ValueError
-        A kernel that is not a finite floating 4-D tensor; bad ranks, criteria or ratio.
+        A kernel that is not a finite floating 4-D tensor; bad ranks, criteria, ratio,
+        ``n_iter`` or ``tol``.
 
     Examples
     --------
     >>> import torch
-    >>> t = to_tucker(torch.randn(16, 8, 3, 3), ranks=(4, 3))
-    >>> t.ranks, t.num_params, t.rel_error < 1
+    >>> w = torch.randn(16, 8, 3, 3)
+    >>> t = to_tucker(w, ranks=(4, 3))
+    >>> t.ranks, t.num_params, t.rel_error <= to_tucker(w, ranks=(4, 3), n_iter=0).rel_error
     ((4, 3), 196, True)
     """
     check_conv2d_kernel(kernel)
     crit = Criteria.from_options(criteria)
     caps, ratio = _check_ranks(ranks), check_ratio(ratio)
+    n_iter, tol = _check_hooi(n_iter, tol)
     with torch.no_grad():
         w = kernel.detach().to(torch.float64)
         (u_out, s_out), (u_in, s_in) = (
             left_singular(w.movedim(axis, 0).reshape(w.shape[axis], -1)) for axis in (0, 1))
         r = _choose_ranks(w.shape, (s_out, s_in), crit, caps, ratio, frobenius_norm(w))
-        a, b = u_out[:, : r[0]], u_in[:, : r[1]]
+        a, b, errors = _hooi(w, u_out[:, : r[0]], u_in[:, : r[1]], n_iter, tol)
         core = torch.einsum("oihw,oa,ib->abhw", w, a, b)
     factors = [t.to(kernel).contiguous().clone() for t in (a, core, b)]
     spectra = (s_out.to(compute_dtype(kernel)), s_in.to(compute_dtype(kernel)))
-    return KernelTucker(factors, kernel, spectra, crit.max_error)
+    return KernelTucker(factors, kernel, spectra, crit.max_error, errors)
 
 
 def tucker2(
     kernel: torch.Tensor, **options: Any
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The factors ``(U_out, core, U_in)`` of :func:`to_tucker` (same keyword options).
+    """The factors ``(U_out, core, U_in)`` of :func:`to_tucker` (same keyword options, HOOI
+    included).
 
     Returns
     -------

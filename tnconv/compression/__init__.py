@@ -7,7 +7,8 @@ module             contents
 ``evbmf.py``       :func:`evbmf`: empirical VBMF ranks (Nakajima et al. 2013)
 ``candidates.py``  per-layer families (svd cuts, Tucker-2, MPS, CP): params, FLOPs, error
 ``allocate.py``    uniform / energy / vbmf / knapsack allocation of a budget
-``sensitivity.py`` the cached single-layer sweep and its drop-per-error curves
+``sensitivity.py`` measured single-layer drops of probe options, whole-allocation checks
+``choose.py``      ``allocate="sensitivity"``: candidate allocations, the best measured kept
 ``summary.py``     :class:`CompressReport`
 ``storage.py``     :func:`save_compressed` / :func:`load_compressed` (checkpoints + report)
 =================  =================================================================

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..cuts import parse_cut
 from ..decomp import left_singular, svdvals, tail_errors
@@ -29,7 +30,8 @@ from ..spectra import matricize
 from .evbmf import evbmf
 
 __all__ = ["Option", "Geometry", "Family", "SVDFamily", "TuckerFamily", "MPSFamily",
-           "CPFamily", "CHEAP_CUTS", "MPS_CHAIN", "METHODS", "layer_families", "dense_option"]
+           "CPFamily", "CHEAP_CUTS", "MPS_CHAIN", "METHODS", "layer_families", "dense_option",
+           "build_layer"]
 
 #: Two-site cuts with a cheap convolution form (``kh x kw`` then ``1x1``, ``1x1`` then
 #: ``kh x kw``, ``1 x kw`` then ``kh x 1``, ``kh x 1`` then ``1 x kw``).
@@ -85,6 +87,11 @@ class Option:
         """``params`` or ``flops`` (``kind``)."""
         value = self.params if kind == "params" else self.flops
         return float("nan") if value is None else float(value)
+
+    @property
+    def key(self) -> str:
+        """The family it belongs to, as :attr:`Family.key` (``"dense"`` for dense)."""
+        return self.method + (f" {self.cut}" if self.method == "svd" else "")
 
 
 def _conv_flops(shape: tuple[int, ...], geom: Geometry | None) -> int | None:
@@ -358,3 +365,29 @@ def layer_families(weight: torch.Tensor, bias: int, geom: Geometry | None, *,
     if method == "cp":
         fams.append(CPFamily(weight, bias, geom))
     return fams
+
+
+def build_layer(conv: nn.Conv2d, option: Option) -> nn.Module:
+    """The layer ``option`` makes of ``conv`` (``conv`` itself for dense; same mode).
+
+    Examples
+    --------
+    >>> import torch
+    >>> conv = torch.nn.Conv2d(4, 8, 3)
+    >>> opt = SVDFamily(conv.weight, 8, None, "out,kh|in,kw").option((3,))
+    >>> type(build_layer(conv, opt)).__name__
+    'MPSConv2d'
+    """
+    from ..layers import CPConv2d, MPSConv2d, TuckerConv2d
+
+    if option.method == "dense":
+        return conv
+    if option.method == "svd":
+        layer = MPSConv2d.from_conv(conv, cut=option.cut, max_bond=option.ranks[0])
+    elif option.method == "mps":
+        layer = MPSConv2d.from_conv(conv, cut=MPS_CHAIN, max_bond=max(option.ranks))
+    elif option.method == "tucker":
+        layer = TuckerConv2d.from_conv(conv, ranks=tuple(option.ranks))
+    else:
+        layer = CPConv2d.from_conv(conv, rank=option.ranks[0])
+    return layer.train(conv.training)

@@ -71,6 +71,16 @@ def load_compressed(path: str | os.PathLike, *, map_location: str | torch.device
     (model, meta, report)
         The factored model in eval mode on ``map_location``, the metadata and the
         :class:`CompressReport` saved with it (``None`` when there was none).
+
+    Examples
+    --------
+    >>> import os, tempfile, tnconv
+    >>> path = os.path.join(tempfile.mkdtemp(), "m.pt")
+    >>> _ = save_compressed(tnconv.cnn4(10, 1), path, meta={"model": "cnn4"},
+    ...                     report=CompressReport(budget=0.5))
+    >>> model, meta, report = load_compressed(path)
+    >>> type(model).__name__, report.budget
+    ('CNN4', 0.5)
     """
     from ..checkpoints import load_checkpoint
 

@@ -67,8 +67,8 @@ class CompressReport:
         Accuracy on ``data`` of the original model, of the compressed one before and after
         fine-tuning (``None`` where not measured).
     predicted_drop, uniform_predicted_drop
-        Sum of the predicted single-layer drops of the chosen options and of the uniform
-        allocation (``allocate="sensitivity"``).
+        ``allocate="sensitivity"``: the accuracy drop on ``data`` (the sensitivity data) of
+        the kept allocation and of the uniform one, both measured.
     latency_dense_s, latency_compressed_s, latency_batch
         Median seconds of one forward pass of a batch of ``latency_batch`` at ``input_size``.
     skipped
@@ -76,6 +76,9 @@ class CompressReport:
         left dense and counted at full size.
     notes
         What else the run decided (data used for fine-tuning, ...).
+    candidates
+        ``allocate="sensitivity"``: every allocation evaluated (``label``, ``accuracy`` and
+        ``loss`` on ``data``, ``latency_s``), the kept one first.
     """
 
     layers: list[LayerResult] = field(default_factory=list)
@@ -94,6 +97,7 @@ class CompressReport:
     latency_batch: int = 256
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    candidates: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def params_before(self) -> int:
@@ -116,6 +120,8 @@ class CompressReport:
         if any(r.flops_before is None or r.flops_after is None for r in self.layers):
             return None
         before = sum(r.flops_before for r in self.layers)  # type: ignore[misc]
+        if not before:
+            return None
         return sum(r.flops_after for r in self.layers) / before  # type: ignore[misc]
 
     @property

@@ -7,7 +7,18 @@ never differentiates through an SVD: gradients stay finite for rank-deficient ke
 
 For a chain ``in | spatial sites | out`` (the default ``"out|kh|kw|in"``, ungrouped, no
 sub-legs) the cores can also be applied as a sequence of small convolutions: ``1x1
-(in -> r3)``, ``1 x kw (r3 -> r2)``, ``kh x 1 (r2 -> r1)``, ``1x1 (r1 -> out)``.
+(in -> r3)``, ``1 x kw (r3 -> r2)``, ``kh x 1 (r2 -> r1)``, ``1x1 (r1 -> out)``. So can every
+two-site cut (one bond ``r``; either site order, any leg order within a site), the site with
+``in`` first:
+
+* ``"out|in,kh,kw"``: ``kh x kw (in -> r)``, then ``1x1 (r -> out)``;
+* ``"out,kh,kw|in"``: ``1x1 (in -> r)``, then ``kh x kw (r -> out)``;
+* ``"out,kh|in,kw"``: ``1 x kw (in -> r)``, then ``kh x 1 (r -> out)`` (Jaderberg et al. 2014);
+* ``"out,kw|in,kh"``: ``kh x 1 (in -> r)``, then ``1 x kw (r -> out)``.
+
+Stride, dilation and padding act on the axes each step convolves over; non-zero padding modes
+and asymmetric padding are applied to the input up front, so the steps reproduce ``F.conv2d``
+of the dense kernel exactly (grouped convolutions take the dense path).
 """
 
 from __future__ import annotations
@@ -21,7 +32,7 @@ from torch import nn
 from ..cuts import CutSpec, default_chain, parse_cut
 from ..decomp import check_positive_int, check_ratio
 from ..legs import SplitSpec
-from ..mps import KernelMPS, to_mps
+from ..mps import KernelMPS, cut_spectra, to_mps
 from ..network import layout
 from ..spectra import entropy
 from .balance import balance_factors
@@ -155,8 +166,27 @@ class MPSConv2d(FactorizedConv2d):
         self.sites: tuple[tuple[str, ...], ...] = tuple(tuple(s) for s in mps.sites)
         self.physical_legs: tuple[str, ...] = tuple(mps.physical_legs)
         self.split: dict[str, tuple[int, ...]] = dict(mps.split)
-        self.bond_spectra: list[torch.Tensor] = list(mps.bond_spectra)
+        # the cut spectra are computed on first access of ``bond_spectra`` (full SVDs of every
+        # cut: too slow for every from_conv); until then the layer keeps the chain-ordered kernel
+        self._bond_spectra: list[torch.Tensor] | None = None
+        self._spectra_chain: torch.Tensor | None = mps.chain
         self._path_cache.clear()
+
+    @property
+    def bond_spectra(self) -> list[torch.Tensor]:
+        """Singular values at every bond of the kernel last decomposed, before truncation.
+
+        Computed on first access (then the copy of that kernel is released).
+        """
+        if self._bond_spectra is None:
+            chain = self._spectra_chain
+            self._bond_spectra = [] if chain is None else cut_spectra(chain)
+            self._spectra_chain = None
+        return self._bond_spectra
+
+    @bond_spectra.setter
+    def bond_spectra(self, spectra: list[torch.Tensor]) -> None:
+        self._bond_spectra, self._spectra_chain = list(spectra), None
 
     @property
     def cut(self) -> str:
@@ -183,38 +213,47 @@ class MPSConv2d(FactorizedConv2d):
         return list(self.cores), self.inds, self.physical_legs
 
     def _factor_steps(self) -> list[FactorStep] | None:
+        """The chain as convolutions, from the site with ``in`` to the site with ``out``.
+
+        Each core becomes one convolution ``[next bond (or out), previous bond (or in), kh?,
+        kw?]`` over the spatial legs of its site (1 on the others). Taken for ungrouped chains
+        without sub-legs whose ends hold ``in`` and ``out``: two-site cuts with any spatial
+        legs on either side (``"out|in,kh,kw"``, ``"out,kh|in,kw"``, ...), longer chains
+        ``out | spatial sites | in`` (either direction).
+        """
         n = len(self.sites)
         if self.groups != 1 or self.split or n < 2:
             return None
-        ends = (self.sites[0], self.sites[-1])
-        if ends == (("out",), ("in",)):
-            order, forward = range(n - 1, -1, -1), False
-        elif ends == (("in",), ("out",)):
-            order, forward = range(n), True
+        first, last = self.sites[0], self.sites[-1]
+        if "in" in first and "out" in last:
+            order = list(range(n))
+        elif "out" in first and "in" in last:
+            order = list(range(n - 1, -1, -1))
         else:
             return None
-        mids = self.sites[1:-1]
-        if any(not set(s) <= {"kh", "kw"} for s in mids):
-            return None
+        if n > 2 and {first, last} != {("out",), ("in",)}:
+            return None  # spatial legs at the ends of longer chains: not (yet) a factored path
         steps: list[FactorStep] = []
-        for k in order:
-            core, site = self.cores[k], self.sites[k]
-            if k in (0, n - 1):
-                # end sites: (leg, bond) at the start, (bond, leg) at the end of the chain
-                mat = core if k == 0 else core.t()  # [leg, bond]
-                if site == ("in",):
-                    steps.append(FactorStep(mat.t()[:, :, None, None]))
-                else:
-                    steps.append(FactorStep(mat[:, :, None, None]))
-                continue
-            # middle: (left, legs..., right) -> (c_out, c_in, legs...)
-            t = core.movedim(-1, 0) if forward else core.movedim(-1, 1)
-            if site == ("kw", "kh"):
-                t = t.transpose(2, 3)
-            kh = self.kernel_size[0] if "kh" in site else 1
-            kw = self.kernel_size[1] if "kw" in site else 1
-            axes = ("h" if "kh" in site else "") + ("w" if "kw" in site else "")
+        c_in = "in"
+        for j, k in enumerate(order):
+            ix = self.inds[k]
+            if j == n - 1:
+                c_out = "out"
+            else:
+                shared = [i for i in ix if i in self.inds[order[j + 1]]]
+                if len(shared) != 1:
+                    return None
+                c_out = shared[0]
+            legs = [leg for leg in ("kh", "kw") if leg in self.sites[k]]
+            names = (c_out, c_in, *legs)
+            if len(ix) != len(names) or any(i not in ix for i in names):
+                return None
+            t = self.cores[k].permute([ix.index(i) for i in names])
+            kh = self.kernel_size[0] if "kh" in legs else 1
+            kw = self.kernel_size[1] if "kw" in legs else 1
+            axes = ("h" if "kh" in legs else "") + ("w" if "kw" in legs else "")
             steps.append(FactorStep(t.reshape(t.shape[0], t.shape[1], kh, kw), axes))
+            c_in = c_out
         return steps
 
     # ------------------------------------------------------------------ spectra

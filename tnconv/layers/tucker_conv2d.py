@@ -1,7 +1,7 @@
 """Tucker-2 convolutions: a core on the spatial legs, one factor matrix per channel leg.
 
 The factors are those of :func:`tnconv.tucker.to_tucker` (a truncated HOSVD of the ``out``
-and ``in`` legs), kept as parameters::
+and ``in`` legs refined by HOOI), kept as parameters::
 
     W[o, i, h, w] = sum_{a, b} U_out[o, a] * G[a, b, h, w] * U_in[i, b]
 
@@ -30,6 +30,9 @@ class TuckerConv2d(FactorizedConv2d):
     ranks, max_bond, keep, max_error, cutoff, cutoff_mode, ratio
         Keyword-only: how many directions of each channel leg to keep (see
         :func:`tnconv.tucker.to_tucker`). With none, the factorization is exact (full ranks).
+    n_iter, tol
+        Keyword-only: HOOI sweeps after the HOSVD start and their stopping tolerance (see
+        :func:`tnconv.tucker.to_tucker`; ``n_iter=0`` keeps the plain HOSVD).
     in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode
         As :class:`torch.nn.Conv2d`; ``path``, ``device`` and ``dtype`` as
         :class:`FactorizedConv2d`. A fresh layer factors PyTorch's default initialisation; use

@@ -58,6 +58,14 @@ def upgrade_findings(f: dict[str, Any]) -> dict[str, Any]:
 
     The depth trend (with its evidence) and the stages come from ``f["layers"]``; a safe level
     whose norm loss is 0 truncated nothing and is dropped.
+
+    Examples
+    --------
+    >>> old = {"layers": [], "cuts": [{"cut": "out|in,kh,kw", "mean_safe_norm_loss": 0.0,
+    ...                                "median_safe_level": 0.5, "layers_with_safe_level": 2}]}
+    >>> new = upgrade_findings(old)
+    >>> new["cuts"][0]["median_safe_level"], new["depth_trend"]["verdict"]
+    (None, 'no clear trend')
     """
     f = dict(f)
     f.pop("depth_correlation", None)

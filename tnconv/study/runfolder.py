@@ -39,7 +39,19 @@ def folder_fingerprint(cfg: Any, model: torch.nn.Module | None = None) -> dict[s
 
 
 def check_folder(out: Path, fp: dict[str, Any]) -> None:
-    """Refuse a run folder that belongs to another model or study (it is left untouched)."""
+    """Refuse a run folder that belongs to another model or study (it is left untouched).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp())
+    >>> _ = (out / FINGERPRINT_FILE).write_text(json.dumps({"study": {"seed": 0}}))
+    >>> check_folder(out, {"study": {"seed": 0}})  # the same study: resumed
+    >>> check_folder(out, {"study": {"seed": 1}})
+    Traceback (most recent call last):
+    ...
+    ValueError: run folder ... belongs to another run (seed: folder 0, now 1); ...
+    """
     path = out / FINGERPRINT_FILE
     if not path.is_file():
         found = [n for n in _RUN_FILES if (out / n).exists()]

@@ -1,0 +1,163 @@
+"""``allocate="sensitivity"``: a knapsack on measured drops, then the best measured allocation.
+
+1. Each layer's drop is measured on ``data`` at a few options of its probed families
+   (:func:`.sensitivity.probe_plan`), and read as a function of the option's error within each
+   family (:func:`.sensitivity.probe_curves`).
+2. Several allocations meeting the budget are built: the multiple-choice knapsack on those
+   predicted drops (:func:`.allocate.allocate_min_loss`, over the probed families), the same
+   with a FLOPs penalty (``LAMBDAS``: a kept-dense or FLOP-heavy layer costs time), the knapsack
+   over the separable cuts only (the fastest forms on CPUs), trades (each layer the knapsack
+   keeps dense, forced to its separable cut at half its cost, the others re-solved), and the
+   ``uniform``, ``energy`` and ``vbmf`` allocations.
+3. Each is evaluated on ``data`` with all its layers changed at once (one pass each) and, when
+   the input size is known, timed (batch 256). The kept allocation is the fastest of those whose
+   measured accuracy is within ``LATENCY_TOLERANCE`` of the best, and never below the best of
+   ``uniform``, ``energy`` and ``vbmf``: so on ``data`` the sensitivity mode is at least as
+   accurate as every other mode, and faster where accuracy allows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .allocate import (
+    LayerChoices,
+    allocate_energy,
+    allocate_min_loss,
+    allocate_uniform,
+    allocate_vbmf,
+)
+from .candidates import Option
+from .sensitivity import Evaluator, option_id, probe_curves, probe_plan
+
+__all__ = ["LATENCY_TOLERANCE", "LAMBDAS", "Candidate", "choose_sensitivity", "pick_candidate"]
+
+#: Accuracy (fraction) a faster allocation may lose against the most accurate one.
+LATENCY_TOLERANCE = 0.002
+#: FLOPs penalties of the knapsack variants, in accuracy per whole-model dense FLOPs.
+LAMBDAS: tuple[float, ...] = (0.003, 0.01, 0.03)
+_SEPARABLE = ("svd out,kh|in,kw", "svd out,kw|in,kh")
+_PLAIN = ("uniform", "energy", "vbmf")
+
+
+@dataclass
+class Candidate:
+    """One allocation tried: its options and what was measured on ``data``."""
+
+    label: str
+    options: list[Option]
+    accuracy: float = float("nan")
+    loss: float = float("nan")
+    latency_s: float | None = None
+
+
+def _knapsacks(layers: Sequence[LayerChoices], budget: float, kind: str,
+               curves: dict[tuple[str, str], Any]) -> dict[str, list[Option]]:
+    probed = [LayerChoices(lc.name, lc.dense, [f for f in lc.families
+                                               if (lc.name, f.key) in curves])
+              for lc in layers]
+    dense_flops = sum(lc.dense.flops or 0 for lc in layers)
+
+    def loss(i: int, o: Option) -> float:
+        return 0.0 if o.method == "dense" else curves[(layers[i].name, o.key)](o.error)
+
+    variants: dict[str, tuple[Sequence[LayerChoices], Callable[[int, Option], float]]] = {
+        "knapsack": (probed, loss)}
+    if dense_flops:
+        for lam in LAMBDAS:
+            variants[f"knapsack+flops{lam:g}"] = (
+                probed, lambda i, o, lam=lam: loss(i, o) + lam * (o.flops or 0) / dense_flops)
+    fast = [LayerChoices(lc.name, lc.dense, [f for f in lc.families if f.key in _SEPARABLE]
+                         or lc.families) for lc in probed]
+    variants["knapsack separable"] = (fast, loss)
+    first = _solve(probed, budget, kind, loss)
+    for i, lc in enumerate(probed):  # trades: a kept-dense layer factored at half its cost
+        half = [o for f in lc.families if f.key in _SEPARABLE for o in f.grid()
+                if o.cost(kind) <= 0.5 * lc.dense.cost(kind)]
+        if first is not None and first[i].method == "dense" and half:
+            forced = max(half, key=lambda o: (o.cost(kind), -o.error))
+            variants[f"knapsack {lc.name} separable"] = (
+                [*probed[:i], LayerChoices(lc.name, forced, []), *probed[i + 1:]], loss)
+    out = {}
+    for label, (choices, fn) in variants.items():
+        found = _solve(choices, budget, kind, fn)
+        if found is not None:
+            out[label] = found
+    return out
+
+
+def _solve(layers: Sequence[LayerChoices], budget: float, kind: str,
+           loss: Callable[[int, Option], float]) -> list[Option] | None:
+    try:
+        return allocate_min_loss(layers, budget, kind, loss)
+    except ValueError:  # the probed families alone cannot meet this budget
+        return None
+
+
+def _candidates(layers: Sequence[LayerChoices], budget: float, kind: str,
+                curves: dict[tuple[str, str], Any]) -> list[Candidate]:
+    found = _knapsacks(layers, budget, kind, curves)
+    found["uniform"] = allocate_uniform(layers, budget, kind)
+    found["energy"] = allocate_energy(layers, budget, kind)
+    found["vbmf"] = allocate_vbmf(layers, budget, kind)
+    return [Candidate(label, opts) for label, opts in found.items()]
+
+
+def pick_candidate(cands: Sequence[Candidate]) -> Candidate:
+    """The fastest candidate within ``LATENCY_TOLERANCE`` of the most accurate, and not below
+    any of ``uniform``, ``energy`` and ``vbmf`` (the most accurate when any is untimed).
+
+    Examples
+    --------
+    >>> cands = [Candidate("knapsack", [], 0.900, 0.3, 2.0),
+    ...          Candidate("knapsack+flops0.01", [], 0.899, 0.3, 1.0),
+    ...          Candidate("vbmf", [], 0.850, 0.5, 0.5)]
+    >>> pick_candidate(cands).label
+    'knapsack+flops0.01'
+    """
+    best = max(c.accuracy for c in cands)
+    floor = max([c.accuracy for c in cands if c.label in _PLAIN], default=best)
+    pool = [c for c in cands if c.accuracy >= max(best - LATENCY_TOLERANCE, floor) - 1e-12]
+    if all(c.latency_s is not None for c in pool):
+        return min(pool, key=lambda c: (c.latency_s, -c.accuracy, c.loss))
+    return min(pool, key=lambda c: (-c.accuracy, c.loss))
+
+
+def choose_sensitivity(model: nn.Module, data: Any, layers: Sequence[LayerChoices],
+                       budget: float, kind: str, *, device: torch.device, cache: bool,
+                       progress: bool, time_it: Callable[[list[Option]], float] | None
+                       ) -> tuple[list[Option], list[float | None], list[Candidate],
+                                  tuple[float, float]]:
+    """The sensitivity allocation (module docstring).
+
+    Returns
+    -------
+    options, drops, candidates, baseline
+        The kept options, each layer's predicted single-layer drop score (``None`` for dense
+        or an unprobed family), every candidate with its measurements (the kept one first)
+        and the dense ``(accuracy, loss)`` on ``data``.
+    """
+    ev = Evaluator(model, data, device=device, cache=cache)
+    plan = probe_plan(layers, kind)
+    curves = probe_curves(plan, ev.probes(plan, progress=progress), ev.baseline)
+    cands = _candidates(layers, budget, kind, curves)
+    names = [lc.name for lc in layers]
+    seen: dict[str, Candidate] = {}
+    for c in cands:
+        key = " ; ".join(option_id(n, o) for n, o in zip(names, c.options, strict=True))
+        c.accuracy, c.loss = ev.allocation(names, c.options)
+        if time_it is not None:
+            if key not in seen:  # the same allocation under two labels is timed once
+                ev.store["latency"].setdefault(key, time_it(c.options))
+            c.latency_s = ev.store["latency"][key]
+        seen.setdefault(key, c)
+    ev.save()
+    kept = pick_candidate(cands)
+    drops = [None if o.method == "dense" or (n, o.key) not in curves else curves[(n, o.key)](
+        o.error) for n, o in zip(names, kept.options, strict=True)]
+    return kept.options, drops, [kept, *[c for c in cands if c is not kept]], ev.baseline
