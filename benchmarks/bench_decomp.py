@@ -391,7 +391,8 @@ def cp_rows(name: str, w: torch.Tensor, cfg: dict[str, Any]) -> list[Row]:
         return c.to_kernel(), c.num_params, [rank]
 
     def tly(rank: int) -> tuple[torch.Tensor, int, list[int]]:
-        cp = parafac(w, rank=rank, init="svd", n_iter_max=cfg["cp_n_iter_max"])
+        cp = parafac(w, rank=rank, init="svd", n_iter_max=cfg["cp_n_iter_max"],
+                     random_state=0)  # its random columns (rank > a leg) fixed
         # the weights (all ones unless normalised) fold into a factor: not counted
         return tl.cp_to_tensor(cp), rank * sum(w.shape), [rank]
 

@@ -37,7 +37,7 @@ def test_checkpoint_round_trip_keeps_ranks_and_outputs(tmp_path):
     path = tnconv.save_checkpoint(small, tmp_path / "small.pt", meta={"model": "cnn4"})
     loaded, meta = tnconv.load_checkpoint(path)
     assert set(meta["factorized"]) == {"block1.conv", "block2.conv", "block3.conv"}
-    assert loaded.block1.conv.bond_dims == small.block1.conv.bond_dims == [1, 2, 2]
+    assert loaded.block1.conv.bond_dims == small.block1.conv.bond_dims == [2, 2, 1]  # in = 1
     assert loaded.block2.conv.ranks == (5, 3)
     assert loaded.block3.conv.rank == 4
     assert loaded.block1.conv.path == "dense"
