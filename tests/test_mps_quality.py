@@ -241,3 +241,77 @@ def test_bond_spectra_are_the_original_cut_spectra():
     for k, s in enumerate(mps.bond_spectra):
         ref = np.linalg.svd(a.reshape(math.prod(a.shape[: k + 1]), -1), compute_uv=False)
         np.testing.assert_allclose(s.numpy(), ref, atol=1e-10 * ref[0], rtol=0)
+
+
+def test_minimal_ranks_caps_from_both_sides():
+    """Every rank is at most r_{k-1} d_k and d_{k+1} r_{k+1}, and the largest such under the
+    caps (brute force over all smaller rank vectors on small chains)."""
+    import itertools
+
+    from tnconv.mps_ranks import minimal_ranks
+
+    assert minimal_ranks([4, 3, 3, 2], [100, 100, 100]) == [4, 6, 2]
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        dims = [int(d) for d in rng.integers(1, 5, size=4)]
+        caps = [int(c) for c in rng.integers(1, 12, size=3)]
+        got = minimal_ranks(dims, caps)
+
+        def ok(r):
+            full = [1, *r, 1]
+            return all(full[k + 1] <= full[k] * dims[k] and full[k + 1] <= dims[k + 1]
+                       * full[k + 2] for k in range(3))
+
+        assert ok(got) and all(g <= c for g, c in zip(got, caps))
+        best = max((r for r in itertools.product(*(range(1, c + 1) for c in caps)) if ok(r)),
+                   key=sum)
+        assert sum(got) == sum(best)
+
+
+def _ls_sweeps(a, cores, sweeps):
+    """Reference ALS: each site by exact least squares (pseudo-inverses of its environment,
+    no gauge), sweeping right to left first, then alternating; relative errors."""
+    cores = [c.copy() for c in cores]
+    dims = [c.shape[1] for c in cores]
+    n, norm = len(cores), np.linalg.norm(a)
+
+    def dense(cs):
+        out = np.ones((1, 1))
+        for c in cs:
+            out = (out @ c.reshape(c.shape[0], -1)).reshape(-1, c.shape[-1])
+        return out.reshape(dims)
+
+    def env_left(k):
+        out = np.ones((1, 1))
+        for c in cores[:k]:
+            out = (out @ c.reshape(c.shape[0], -1)).reshape(-1, c.shape[-1])
+        return out  # (prod dims[:k], r_{k-1})
+
+    def env_right(k):
+        out = np.ones((1, 1))
+        for c in reversed(cores[k + 1:]):
+            out = (c.reshape(-1, c.shape[-1]) @ out).reshape(c.shape[0], -1)
+        return out  # (r_k, prod dims[k+1:])
+
+    errors = [np.linalg.norm(dense(cores) - a) / norm]
+    for i in range(sweeps):
+        for k in (range(n - 1, -1, -1) if i % 2 == 0 else range(n)):
+            lm, rm = env_left(k), env_right(k)
+            x = a.reshape(lm.shape[0], dims[k], rm.shape[1])
+            cores[k] = np.einsum("al,ldr,rb->adb", np.linalg.pinv(lm), x, np.linalg.pinv(rm))
+        errors.append(np.linalg.norm(dense(cores) - a) / norm)
+    return errors
+
+
+def test_sweeps_match_a_least_squares_reference():
+    """The sweeps' errors equal those of plain least-squares ALS from the same start."""
+    for seed in (0, 1):
+        w = torch.randn(12, 10, 3, 3, generator=torch.Generator().manual_seed(seed),
+                        dtype=torch.float64)
+        start = tnconv.to_mps(w, "out|kh|kw|in", max_bond=4)
+        cores = [c.detach().double().numpy() for c in start.arrays]
+        cores[0], cores[-1] = cores[0][None], cores[-1][..., None]
+        ref = _ls_sweeps(chain_array(w, "out|kh|kw|in"), cores, 3)
+        got = tnconv.to_mps(w, "out|kh|kw|in", max_bond=4, sweeps=3).sweep_errors
+        np.testing.assert_allclose(got, ref, rtol=1e-7, atol=1e-10)
+        assert ref[-1] < ref[0] - 1e-3  # the sweeps do something here

@@ -37,7 +37,8 @@ def _namespace() -> dict:
 
 
 @pytest.mark.parametrize("section", ["A quick tour of the core", "Tensorized layers",
-                                     "Correlation compression: the study"])
+                                     "Correlation compression: the study",
+                                     "Compression to a budget"])
 def test_readme_snippets_run(section, tmp_path, monkeypatch):
     blocks = _sections().get(section)
     assert blocks, f"README has no python block under '## {section}'"
@@ -50,6 +51,13 @@ def test_readme_snippets_run(section, tmp_path, monkeypatch):
         g = torch.Generator().manual_seed(1)
         ns["train"] = ImageDataset(torch.randn(256, 3, 32, 32, generator=g),
                                    torch.randint(0, 10, (256,), generator=g), "cifar10", "train")
+    if section.startswith("Compression"):
+        # cnn4 on 1 x 28 x 28 images (the snippet saves it under the name "cnn4")
+        g = torch.Generator().manual_seed(2)
+        ns["model"] = tnconv.cnn4(10, 1).eval()
+        ns["test_data"] = (torch.randn(200, 1, 28, 28, generator=g),
+                           torch.randint(0, 10, (200,), generator=g))
+        ns["train_data"] = ns["test_data"]
     for code in blocks:
         exec(compile(code, f"README.md ({section})", "exec"), ns)
     _CHECKS[section](ns)
@@ -112,5 +120,18 @@ def _check_study(ns: dict) -> None:
     assert [r["epoch"] for r in curve] == [0, 1, 2, 3]
 
 
+def _check_compress(ns: dict) -> None:
+    """A quarter of the conv parameters (within 2 %), the saved file loads back, densify works."""
+    report, small = ns["report"], ns["small"]
+    assert 0.25 * 0.98 <= report.params_fraction <= 0.25 * 1.02
+    assert report.allocate == "sensitivity" and report.accuracy_finetuned is not None
+    loaded, meta = tnconv.load_checkpoint("small.pt")
+    x = torch.randn(4, 1, 28, 28)
+    torch.testing.assert_close(loaded(x), small.eval()(x), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ns["dense"].eval()(x), small(x), rtol=1e-4, atol=1e-4)
+    assert len(report.to_pandas()) == 4
+
+
 _CHECKS = {"A quick tour of the core": _check_tour, "Tensorized layers": _check_layers,
-           "Correlation compression: the study": _check_study}
+           "Correlation compression: the study": _check_study,
+           "Compression to a budget": _check_compress}
