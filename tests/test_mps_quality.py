@@ -257,7 +257,7 @@ def test_minimal_ranks_caps_from_both_sides():
         caps = [int(c) for c in rng.integers(1, 12, size=3)]
         got = minimal_ranks(dims, caps)
 
-        def ok(r):
+        def ok(r, dims=dims):
             full = [1, *r, 1]
             return all(full[k + 1] <= full[k] * dims[k] and full[k + 1] <= dims[k + 1]
                        * full[k + 2] for k in range(3))
