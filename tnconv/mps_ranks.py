@@ -236,8 +236,13 @@ def _sequential(tt: TTSVD, caps: list[int], bounds: list[list[float]],
     return tt.run(choose, build=False)[0]
 
 
-def _refine(tt: TTSVD, ranks: list[int], budget: float, max_evals: int = 400) -> list[int]:
-    """Greedy rank reductions, each checked with the exact error of the TT-SVD."""
+def _refine(tt: TTSVD, ranks: list[int], budget: float, max_evals: int = 400,
+            bounds: Sequence[list[float]] | None = None) -> list[int]:
+    """Greedy rank reductions, each checked with the exact error of the TT-SVD.
+
+    With ``bounds`` (the original cuts' squared tails), a reduction that one cut alone puts
+    over the budget is rejected without a TT-SVD: any chain with rank ``r_k`` at bond ``k``
+    has a squared error of at least that cut's tail at ``r_k`` (Eckart-Young)."""
     dims = tt.dims
     r = minimal_ranks(dims, ranks)
     err2, params = tt.error2(r), chain_params(dims, r)
@@ -251,6 +256,10 @@ def _refine(tt: TTSVD, ranks: list[int], budget: float, max_evals: int = 400) ->
                 steps[j] = 0
                 continue
             cand = minimal_ranks(dims, [*r[:j], r[j] - steps[j], *r[j + 1:]])
+            if bounds is not None and any(b[min(c, len(b) - 1)] > budget
+                                          for b, c in zip(bounds, cand, strict=True)):
+                steps[j] //= 2  # over the budget for certain: no TT-SVD needed
+                continue
             e = tt.error2(cand)
             evals += 1
             if e > budget:
@@ -265,22 +274,31 @@ def _refine(tt: TTSVD, ranks: list[int], budget: float, max_evals: int = 400) ->
     return r
 
 
-def uniform_rank(tt: TTSVD, caps: Sequence[int], budget: float) -> list[int]:
+def uniform_rank(tt: TTSVD, caps: Sequence[int], budget: float,
+                 bounds: Sequence[list[float]] | None = None) -> list[int]:
     """Ranks of the smallest uniform rank (capped by ``caps``, minimal) whose TT-SVD error is
-    within ``budget`` (squared, absolute); bisection, then a check of the ranks just below."""
+    within ``budget`` (squared, absolute); bisection, then a check of the ranks just below.
+    With ``bounds`` (the cuts' squared tails), ranks that one cut alone puts over the budget
+    are rejected without a TT-SVD (as in :func:`allocate_error`)."""
     dims = tt.dims
 
     def ranks_of(x: int) -> list[int]:
         return minimal_ranks(dims, [min(x, c) for c in caps])
 
+    def fits(r: list[int]) -> bool:
+        if bounds is not None and any(b[min(c, len(b) - 1)] > budget
+                                      for b, c in zip(bounds, r, strict=True)):
+            return False
+        return tt.error2(r) <= budget
+
     lo, hi = 1, max(caps)
     while lo < hi:
         mid = (lo + hi) // 2
-        if tt.error2(ranks_of(mid)) <= budget:
+        if fits(ranks_of(mid)):
             hi = mid
         else:
             lo = mid + 1
-    while lo > 1 and tt.error2(ranks_of(lo - 1)) <= budget:
+    while lo > 1 and fits(ranks_of(lo - 1)):
         lo -= 1
     return ranks_of(lo)
 
@@ -307,8 +325,9 @@ def allocate_error(tt: TTSVD, caps: Sequence[int], bounds: Sequence[list[float]]
         rank meeting the budget where that has fewer parameters.
     """
     caps = minimal_ranks(tt.dims, [max(1, int(c)) for c in caps])
-    seq = _refine(tt, _sequential(tt, list(caps), list(bounds), budget), budget)
-    uni = uniform_rank(tt, caps, budget)
+    seq = _refine(tt, _sequential(tt, list(caps), list(bounds), budget), budget,
+                  bounds=bounds)
+    uni = uniform_rank(tt, caps, budget, bounds)
     options = [r for r in (seq, uni) if tt.error2(r) <= budget] or [list(caps)]
     return min(options, key=lambda r: (chain_params(tt.dims, r), tt.error2(r)))
 
