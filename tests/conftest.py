@@ -69,3 +69,30 @@ def tnconv_cache(tmp_path, monkeypatch):
     cache = tmp_path / "tnconv-cache"
     monkeypatch.setenv("TNCONV_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module of tiny tensors (``pytestmark =
+    pytest.mark.usefixtures("one_thread")``): on a shared 2-core CPU, OpenMP contention made
+    small convolutions and SVDs up to 100x slower with two threads."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def load_benchmark(name: str):
+    """Import ``benchmarks/<name>.py`` (a script, not a package) as a module, for its tests."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

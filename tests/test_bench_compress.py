@@ -3,29 +3,16 @@ its core (every allocation mode, fine-tuning, the plot) on a toy model and synth
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from conftest import load_benchmark
 from tnconv.data import ImageDataset
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_compress.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_compress", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_compress"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load()
+bench = load_benchmark("bench_compress")
 
 
 def _dataset(n: int, split: str, seed: int) -> ImageDataset:

@@ -4,27 +4,15 @@ optional: the tests that need them skip without them)."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_decomp.py"
+from conftest import load_benchmark
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("bench_decomp", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_decomp"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load()
+bench = load_benchmark("bench_decomp")
 
 
 def _kernel(shape=(6, 5, 3, 3), seed=0) -> torch.Tensor:

@@ -31,12 +31,7 @@ KW = dict(cuts=["out|in,kh,kw", "out,kh|in,kw"], levels=(1.0, 0.5, 0.25), batch_
 ROWS = 4 * 2 * 3  # 4 conv layers x 2 cuts x 3 levels
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _model() -> nn.Module:

@@ -18,17 +18,8 @@ from torch import nn
 
 from tnconv.layers import MPSConv2d
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions: one intra-op thread avoids OpenMP contention on shared CPUs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-pytestmark = pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
+pytestmark = [pytest.mark.usefixtures("one_thread"),  # tests/conftest.py
+              pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")]
 
 # cut -> (spatial legs of the first step, of the second step); the site with "in" goes first
 FORMS = {

@@ -67,13 +67,7 @@ def _data(n: int = 96, size: int = 16, classes: int = 4, channels: int = 1, mode
     return x, y
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscribing a shared CPU (100x faster here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _full_eval(model: nn.Module, data, batch_size: int) -> dict:

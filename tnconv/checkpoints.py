@@ -61,8 +61,9 @@ def default_checkpoint_path(model_name: str, dataset: str) -> Path:
 
 def _infer_sizes(model: nn.Module) -> dict[str, int]:
     found: dict[str, int] = {}
-    convs = [m for m in model.modules()
-             if isinstance(m, nn.Conv2d) or hasattr(m, "weight_shape")]  # factorized too
+    from .layers.base import FactorizedConv2d
+
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, FactorizedConv2d))]
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if convs:
         found["in_channels"] = convs[0].in_channels
