@@ -2,7 +2,8 @@
 
 For each model (cnn4, resnet20, trained on Fashion-MNIST by ``train_or_load``), each budget
 (``params=0.5, 0.25, 0.1`` of the conv parameters) and each allocation mode (``uniform``,
-``energy``, ``vbmf``, ``sensitivity``), in the same run:
+``energy``, ``vbmf``, ``sensitivity``, and ``sensitivity-weights``: the sensitivity mode with
+``fit="weights"``, i.e. without the data-fitted factors), in the same run:
 
 * ``tnconv.compress(model, sens, params=budget, allocate=mode)``: sensitivity data ``sens`` =
   a fixed 1000-image subset of the test split; the latency of the dense and the compressed
@@ -37,6 +38,7 @@ import argparse
 import copy
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -55,7 +57,8 @@ CONFIG: dict[str, Any] = {
     "dataset": "fashion-mnist",
     "models": ["cnn4", "resnet20"],
     "budgets": [0.5, 0.25, 0.1],      # params= fraction of the conv layers' parameters
-    "modes": ["uniform", "energy", "vbmf", "sensitivity"],
+    # "sensitivity-weights": the sensitivity mode with fit="weights" (no data-fitted factors)
+    "modes": ["uniform", "energy", "vbmf", "sensitivity", "sensitivity-weights"],
     "sens_images": 1000,              # test-split images for the sensitivity sweep
     "heldout_images": 5000,           # other test-split images, for every accuracy reported
     "finetune_images": 10000,         # training-split images of the fine-tuning epoch (None: all)
@@ -171,8 +174,10 @@ def run_cell(model: nn.Module, mode: str, budget: float, data: tuple[Any, Any, A
 
     sens, held, tune = data
     t0 = time.perf_counter()
-    small, report = compress(model, sens, params=budget, allocate=mode, device=device,
-                             progress=progress, cache=cfg["cache"], latency=True)
+    allocate, _, fit = mode.partition("-")
+    small, report = compress(model, sens, params=budget, allocate=allocate, device=device,
+                             progress=progress, cache=cfg["cache"], latency=True,
+                             fit=fit or "auto")
     row: dict[str, Any] = {
         "mode": mode, "budget": budget, "compress_s": time.perf_counter() - t0,
         "params_fraction": report.params_fraction, "flops_fraction": report.flops_fraction,
@@ -182,7 +187,9 @@ def run_cell(model: nn.Module, mode: str, budget: float, data: tuple[Any, Any, A
         "latency_dense_s": report.latency_dense_s,
         "latency_compressed_s": report.latency_compressed_s,
         "latency_ratio": report.latency_ratio, "latency_batch": report.latency_batch,
-        "methods": sorted({r.method for r in report.layers}),
+        "methods": sorted({r.method for r in report.layers}), "fit": report.fit,
+        "layers": [{"name": r.name, "method": r.method, "fit": r.fit, "cut": r.cut,
+                    "ranks": list(r.ranks)} for r in report.layers],
     }
     row.update(_finetune_and_eval(small, held, tune, cfg, device, finetune))
     row["seconds"] = time.perf_counter() - t0
@@ -193,7 +200,7 @@ def run_tltorch_cell(model: nn.Module, budget: float, data: tuple[Any, Any, Any]
                      cfg: dict[str, Any], device: torch.device, *, finetune: bool = True,
                      input_size: Sequence[int] | None = None) -> dict[str, Any]:
     """The tensorly-torch uniform Tucker reference at ``budget``, measured as :func:`run_cell`."""
-    from tnconv.compression import measure_latency
+    from tnconv.compression import measure_latencies
 
     t0 = time.perf_counter()
     small, failed = tltorch_tucker(model, budget)
@@ -204,8 +211,7 @@ def run_tltorch_cell(model: nn.Module, budget: float, data: tuple[Any, Any, Any]
         "layers_left_dense": failed,
     }
     if input_size is not None:
-        dense_s = measure_latency(model, input_size, device=device)
-        small_s = measure_latency(small, input_size, device=device)
+        dense_s, small_s = measure_latencies([model, small], input_size, device=device)
         row.update(latency_dense_s=dense_s, latency_compressed_s=small_s,
                    latency_ratio=small_s / dense_s, latency_batch=256)
     row.update(_finetune_and_eval(small, data[1], data[2], cfg, device, finetune))
@@ -261,12 +267,12 @@ def _f(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-_HEAD = (f"{'model':<9} {'mode':<15} {'budget':>6} {'params':>7} {'flops':>6} {'dense':>6} "
+_HEAD = (f"{'model':<9} {'mode':<19} {'budget':>6} {'params':>7} {'flops':>6} {'dense':>6} "
          f"{'before':>6} {'after':>6} {'lat.r':>6} {'sec':>6}")
 
 
 def _row_line(r: dict[str, Any]) -> str:
-    return (f"{r['model']:<9} {r['mode']:<15} {r['budget']:>6.2f} {r['params_fraction']:>7.4f} "
+    return (f"{r['model']:<9} {r['mode']:<19} {r['budget']:>6.2f} {r['params_fraction']:>7.4f} "
             f"{_f(r['flops_fraction'], '6.3f'):>6} {r['accuracy_dense']:>6.4f} "
             f"{r['accuracy_before']:>6.4f} {_f(r['accuracy_after'], '6.4f'):>6} "
             f"{_f(r.get('latency_ratio'), '6.3f'):>6} {r['seconds']:>6.1f}")
@@ -364,9 +370,10 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         cfg["tltorch"] = False
     from tnconv.compression import ALLOCATIONS
 
-    bad = [m for m in cfg["modes"] if m not in ALLOCATIONS]
+    valid = [*ALLOCATIONS, "sensitivity-weights"]
+    bad = [m for m in cfg["modes"] if m not in valid]
     if bad:
-        raise SystemExit(f"unknown mode(s) {bad}; valid: {', '.join(ALLOCATIONS)}")
+        raise SystemExit(f"unknown mode(s) {bad}; valid: {', '.join(valid)}")
     return cfg
 
 
@@ -397,6 +404,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         else platform.processor() or platform.machine(),
         "torch": torch.__version__, "tnconv": tnconv.__version__,
         "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "load_average_start": list(os.getloadavg()),
         "config": {**cfg, "finetune_images": len(data[2]), "finetune": {
             **cfg["finetune"], "note": "over compress's FINETUNE_DEFAULTS"}},
         "finetune": not args.no_finetune, "dense_accuracy": {}, "rows": [], "notes": [],
@@ -412,6 +420,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["notes"] = sorted(set(result["notes"]) | set(notes))
         result["goals"] = goals(result["rows"], cfg)
         result["elapsed_s"] = time.perf_counter() - t_start
+        result["load_average_end"] = list(os.getloadavg())
         out.write_text(json.dumps(result, indent=2, default=str) + "\n")
 
     t_start = time.perf_counter()

@@ -91,7 +91,8 @@ def test_run_model_every_mode_and_plot(tmp_path):
     dense, rows, notes = bench.run_model(_toy(), "toy", data, cfg, torch.device("cpu"),
                                          on_row=lambda rs, ns: seen.append(len(rs)))
     modes = [r["mode"] for r in rows]
-    assert modes[:4] == ["uniform", "energy", "vbmf", "sensitivity"]
+    assert modes[:5] == ["uniform", "energy", "vbmf", "sensitivity", "sensitivity-weights"]
+    assert rows[3]["fit"] == "data" and rows[4]["fit"] == "weights"
     assert seen == list(range(1, len(rows) + 1))
     for r in rows:
         assert r["params_fraction"] <= 0.5 + 1e-9, r
@@ -99,7 +100,7 @@ def test_run_model_every_mode_and_plot(tmp_path):
         assert r["accuracy_dense"] == dense and r["latency_ratio"] > 0
     assert rows[3]["predicted_drop"] is not None and rows[0]["predicted_drop"] is None
     if bench._have_tltorch() is None:
-        assert modes[4:] == ["tltorch-tucker"] and rows[4]["layers_left_dense"] == []
+        assert modes[5:] == ["tltorch-tucker"] and rows[5]["layers_left_dense"] == []
     else:
         assert len(rows) == 4 and notes
     g = bench.goals(rows, cfg)

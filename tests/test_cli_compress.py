@@ -56,11 +56,16 @@ def test_compress_without_data_needs_a_data_free_allocation(tmp_path, capsys):
     assert main(["compress", str(path), "--max-error", "0.5", "--allocate", "energy",
                  "--out", str(out), "--no-progress", "--no-latency"]) == 0
     assert tnconv.load_checkpoint(out)[1]["factorized"]
+    capsys.readouterr()  # a data fit needs the sensitivity mode: a clear error, not a traceback
+    assert main(["compress", str(path), "--max-error", "0.5", "--allocate", "energy",
+                 "--fit", "data", "--out", str(out), "--no-progress", "--no-latency"]) == 2
+    assert "fit='data'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [
     ["--params", "1.5"], ["--params", "0"], ["--params", "x"],
     ["--params", "0.5", "--flops", "0.5"], ["--allocate", "magic"], ["--method", "qr"],
+    ["--fit", "best"],
 ])
 def test_bad_arguments_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as info:

@@ -143,6 +143,20 @@ def test_sensitivity_not_worse_than_uniform(trained, fmnist_test, tnconv_cache, 
     acc = {k: tnconv.evaluate(m, held_out)["accuracy"] for k, m in (("s", sens), ("u", uni))}
     # measured on other images: a 1000-image binomial std is about 1.5 %
     assert acc["s"] >= acc["u"] - 0.03, acc
+    # fit="auto" is "data" here: the report says which layers are fitted to their outputs
+    assert rs.fit == "data" and ru.fit == "weights"
+    dense = tnconv.densify(sens)
+    for r in rs.layers:
+        assert (r.response_error is not None) == (r.fit == "data" and r.method != "dense")
+        if r.method != "dense":  # the kernel error, measured independently
+            w = trained.get_submodule(r.name).weight.detach().double()
+            v = dense.get_submodule(r.name).weight.detach().double()
+            assert r.rel_error == pytest.approx(float((w - v).norm() / w.norm()), abs=1e-4)
+    _, rw = compress(trained, sweep_data, allocate="sensitivity", fit="weights", **kw)
+    assert rw.fit == "weights" and all(r.fit == "weights" for r in rw.layers)
+    assert rw.params_fraction <= 0.15 * 1.02
+    # offering the data fits never loses accuracy on the sweep data (weights' knapsacks kept)
+    assert rs.candidates[0]["accuracy"] >= rw.candidates[0]["accuracy"]
     # cached: a rerun evaluates nothing
     from tnconv.study import prefix
 
@@ -151,6 +165,30 @@ def test_sensitivity_not_worse_than_uniform(trained, fmnist_test, tnconv_cache, 
     again, r2 = compress(trained, sweep_data, allocate="sensitivity", **kw)
     assert [r.ranks for r in r2.layers] == [r.ranks for r in rs.layers]
     assert list((tnconv_cache / "compress").glob("sensitivity-*.json"))
+
+
+def test_data_fitted_layers_keep_their_response(trained, fmnist_test, tnconv_cache):
+    """With only the cut out|in,kh,kw, the data fits win on a trained model, and each one's
+    reported response error is the one measured on the layer's own inputs."""
+    sweep_data = fmnist_test.subset(400, seed=1)
+    small, rep = compress(trained, sweep_data, allocate="sensitivity", method="svd",
+                          cuts="out|in,kh,kw", params=0.3, progress=False, latency=False)
+    fitted = [r for r in rep.layers if r.fit == "data" and r.method == "svd"]
+    assert fitted, [(r.name, r.fit) for r in rep.layers]
+    inputs: dict[str, torch.Tensor] = {}
+    hooks = [trained.get_submodule(r.name).register_forward_pre_hook(
+        lambda m, a, n=r.name: inputs.__setitem__(n, a[0])) for r in fitted]
+    x = torch.cat([b[0] for b in tnconv.data.batches(sweep_data, 400)])
+    with torch.no_grad():
+        trained(x)
+        for h in hooks:
+            h.remove()
+        for r in fitted:
+            conv, new = trained.get_submodule(r.name), small.get_submodule(r.name)
+            y, y2 = conv(inputs[r.name]).double(), new(inputs[r.name]).double()
+            assert float((y - y2).norm() / y.norm()) == pytest.approx(r.response_error,
+                                                                      abs=1e-3), r.name
+            assert r.response_error < r.rel_error  # fitted to the outputs, not the kernel
 
 
 def test_finetune_keeps_the_factored_structure(fmnist_train):
@@ -176,6 +214,9 @@ def test_finetune_keeps_the_factored_structure(fmnist_train):
     ({"params": 0.5, "allocate": "greedy"}, ValueError, "uniform, energy, vbmf"),
     ({"params": 0.5, "allocate": "energy", "cuts": "out|nope"}, ValueError, "nope"),
     ({"params": 0.5, "allocate": "energy", "epochs": -1}, ValueError, "epochs"),
+    ({"params": 0.5, "allocate": "energy", "fit": "best"}, ValueError, "unknown fit"),
+    ({"params": 0.5, "allocate": "energy", "fit": "data"}, ValueError, "fit='data'"),
+    ({"max_error": 0.1, "fit": "data"}, ValueError, "fit='data'"),
 ])
 def test_bad_inputs(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -192,7 +233,7 @@ def test_bad_models_and_flops_without_size():
 
 
 @pytest.mark.parametrize("name", ["api", "evbmf", "candidates", "allocate", "sensitivity",
-                                  "summary"])
+                                  "summary", "datafit"])
 def test_docstring_examples(name):
     module = importlib.import_module(f"tnconv.compression.{name}")
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)

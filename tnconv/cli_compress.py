@@ -40,7 +40,7 @@ def add_compress(subparsers: argparse._SubParsersAction) -> None:
     >>> args.params, args.allocate, args.dataset
     (0.25, 'sensitivity', 'fashion-mnist')
     """
-    from .compression import ALLOCATIONS, METHODS
+    from .compression import ALLOCATIONS, FITS, METHODS
     from .inputs import add_input_options
 
     p = subcommand(
@@ -68,6 +68,9 @@ def add_compress(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--allocate", choices=list(ALLOCATIONS), default="sensitivity",
                    help="how the budget is shared by the layers (default: sensitivity, which "
                         "needs --data)")
+    p.add_argument("--fit", choices=list(FITS), default="auto",
+                   help="factors of the kernels (weights) or of each layer's outputs on the data "
+                        "(data; sensitivity only); auto: data with --allocate sensitivity")
     p.add_argument("--cuts", nargs="+", default=["auto"], metavar="CUT",
                    help="'auto' (per layer, the best cut) or cut strings, e.g. 'out,kh|in,kw'")
     p.add_argument("--layers", nargs="+", default=["*"], metavar="PATTERN",
@@ -128,7 +131,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
         cuts=args.cuts[0] if args.cuts == ["auto"] else args.cuts,
         layers=args.layers[0] if len(args.layers) == 1 else args.layers,
         epochs=args.epochs, train_data=train, device=device,
-        progress=not args.no_progress, latency=not args.no_latency)
+        progress=not args.no_progress, latency=not args.no_latency, fit=args.fit)
     keep = {k: meta[k] for k in ("model", "dataset", "num_classes", "in_channels", "model_kwargs")
             if k in meta}
     path = save_compressed(small, args.out, meta=keep, report=report)

@@ -24,11 +24,11 @@ from .allocate import (
     allocate_uniform,
     allocate_vbmf,
 )
-from .candidates import METHODS, Geometry, Option, build_layer, dense_option, layer_families
+from .candidates import FITS, METHODS, Geometry, Option, build_layer, dense_option, layer_families
 from .choose import LATENCY_TOLERANCE, Candidate, choose_sensitivity
 from .summary import CompressReport, LayerResult
 
-__all__ = ["compress", "measure_latency", "FINETUNE_DEFAULTS"]
+__all__ = ["compress", "measure_latency", "measure_latencies", "FINETUNE_DEFAULTS"]
 
 #: :func:`tnconv.fit` options of the fine-tuning (``finetune=`` overrides them): a small
 #: learning rate, as the factored model starts close to a good one, and no augmentation (one
@@ -67,6 +67,17 @@ def _check_choices(method: str, allocate: str, cuts: Any, data: Any, kind: str) 
         if not isinstance(c, str):
             raise TypeError(f"cuts must be 'auto', a cut string or a list of them, got {cuts!r}")
         parse_cut(c, ("out", "in", "kh", "kw"), max_groups=2, min_groups=2)
+
+
+def _check_fit(fit: Any, allocate: str, kind: str) -> str:
+    if fit not in FITS:
+        raise ValueError(f"unknown fit {fit!r}; valid: {', '.join(FITS)}")
+    data_ok = allocate == "sensitivity" and kind != "max_error"
+    if fit == "data" and not data_ok:
+        raise ValueError("fit='data' is chosen by allocate='sensitivity' with a params= or "
+                         "flops= budget (it needs the measured drops); use fit='weights' "
+                         f"with allocate={allocate!r}")
+    return "data" if fit == "auto" and data_ok else "weights" if fit == "auto" else fit
 
 
 def _select(model: nn.Module, layers: Any) -> tuple[list[tuple[str, nn.Conv2d]], list[str]]:
@@ -157,9 +168,19 @@ def _replace(small: nn.Module, layers: Sequence[LayerChoices], options: Sequence
         after = sum(p.numel() for p in new.parameters())
         results.append(LayerResult(
             lc.name, opt.method, opt.cut, tuple(opt.ranks), lc.dense.params, after,
-            lc.dense.flops, opt.flops, float(getattr(new, "rel_error", 0.0)),
-            None if drops is None or drops[k] is None else float(drops[k])))
+            lc.dense.flops, opt.flops, 0.0 if new is conv else _kernel_error(conv, new),
+            None if drops is None or drops[k] is None else float(drops[k]), opt.fit,
+            opt.error if opt.fit == "data" else None))
     return results
+
+
+@torch.no_grad()
+def _kernel_error(conv: nn.Conv2d, layer: nn.Module) -> float:
+    """Relative Frobenius error of ``layer``'s kernel against ``conv``'s."""
+    w = conv.weight.detach().to(torch.float64)
+    norm = float(torch.linalg.vector_norm(w))
+    diff = float(torch.linalg.vector_norm(layer.kernel().detach().to(torch.float64) - w))
+    return diff / norm if norm > 0 else diff
 
 
 def measure_latency(model: nn.Module, input_size: Sequence[int], *, batch: int = 256,
@@ -167,7 +188,8 @@ def measure_latency(model: nn.Module, input_size: Sequence[int], *, batch: int =
     """Median seconds of one forward pass of a ``batch`` of zeros, after ``warmup`` passes.
 
     Runs in eval mode under ``no_grad`` on the model's device (CUDA is synchronised around
-    every pass); the model's mode is restored.
+    every pass); the model's mode is restored. :func:`measure_latencies` times several models
+    in turn, so that they share the machine's load.
 
     Examples
     --------
@@ -175,43 +197,74 @@ def measure_latency(model: nn.Module, input_size: Sequence[int], *, batch: int =
     >>> measure_latency(torch.nn.Conv2d(1, 2, 3), (1, 8, 8), batch=2, repeats=1) > 0
     True
     """
-    dev = model_device(model) if device is None else resolve_device(device)
+    return measure_latencies([model], input_size, batch=batch, repeats=repeats, warmup=warmup,
+                             device=device)[0]
+
+
+def measure_latencies(models: Sequence[nn.Module], input_size: Sequence[int], *,
+                      batch: int = 256, repeats: int = 5, warmup: int = 2,
+                      device: Any = None) -> list[float]:
+    """Median seconds of one forward pass of each model, timed in interleaved rounds.
+
+    Each of ``warmup + repeats`` rounds runs one pass of every model in turn (a ``batch`` of
+    zeros of ``input_size``, eval mode, ``no_grad``, CUDA synchronised), so a change of the
+    machine's load during the measurement affects every model alike; the first ``warmup``
+    rounds are not counted. Modes are restored.
+
+    Examples
+    --------
+    >>> import torch
+    >>> big, small = torch.nn.Conv2d(1, 64, 5), torch.nn.Conv2d(1, 2, 1)
+    >>> t = measure_latencies([big, small], (1, 32, 32), batch=8, repeats=3)
+    >>> len(t), all(v > 0 for v in t)
+    (2, True)
+    """
+    if not models:
+        return []
+    dev = model_device(models[0]) if device is None else resolve_device(device)
     x = torch.zeros(batch, *input_size, device=dev)
-    was = model.training
-    model.eval()
-    times = []
+    modes = [m.training for m in models]
+    times: list[list[float]] = [[] for _ in models]
     try:
         with torch.no_grad():
+            for m in models:
+                m.eval()
             for k in range(warmup + repeats):
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
-                t0 = time.perf_counter()
-                model(x)
-                if dev.type == "cuda":
-                    torch.cuda.synchronize(dev)
-                if k >= warmup:
-                    times.append(time.perf_counter() - t0)
+                for m, store in zip(models, times, strict=True):
+                    if dev.type == "cuda":
+                        torch.cuda.synchronize(dev)
+                    t0 = time.perf_counter()
+                    m(x)
+                    if dev.type == "cuda":
+                        torch.cuda.synchronize(dev)
+                    if k >= warmup:
+                        store.append(time.perf_counter() - t0)
     finally:
-        model.train(was)
-    return statistics.median(times)
+        for m, was in zip(models, modes, strict=True):
+            m.train(was)
+    return [statistics.median(t) for t in times]
 
 
 def _timer(model: nn.Module, layers: Sequence[LayerChoices], size: tuple[int, ...] | None,
            device: torch.device) -> Any:
-    """``options -> seconds`` of the model they make (batch 256), or None without a size."""
+    """``[options, ...] -> [seconds, ...]`` of the models they make (batch 256, interleaved
+    rounds), or None without a size."""
     if size is None:
         return None
 
-    def time_it(options: list[Option]) -> float:
-        trial = copy.deepcopy(model).to(device)
-        _replace(trial, layers, options, None, False)
-        return measure_latency(trial, size, repeats=3, warmup=1, device=device)
+    def time_all(allocations: list[list[Option]]) -> list[float]:
+        trials = []
+        for options in allocations:
+            trial = copy.deepcopy(model).to(device)
+            _replace(trial, layers, options, None, False)
+            trials.append(trial)
+        return measure_latencies(trials, size, repeats=5, warmup=1, device=device)
 
-    return time_it
+    return time_all
 
 
 def _allocate(model: nn.Module, data: Any, layers: list[LayerChoices], kind: str, value: float,
-              allocate: str, *, cache: bool, device: torch.device, progress: bool,
+              allocate: str, *, fit: str, cache: bool, device: torch.device, progress: bool,
               size: tuple[int, ...] | None) -> tuple[list[Option], Any, dict[str, Any]]:
     """The options, per-layer predicted drops (or None) and extra report fields."""
     if kind == "max_error":
@@ -222,7 +275,7 @@ def _allocate(model: nn.Module, data: Any, layers: list[LayerChoices], kind: str
         return table[allocate](layers, budget, kind), None, {}
     options, drops, cands, (acc0, _) = choose_sensitivity(
         model, data, layers, budget, kind, device=device, cache=cache, progress=progress,
-        time_it=_timer(model, layers, size, device))
+        time_all=_timer(model, layers, size, device), fit=fit)
     uniform = next(c for c in cands if c.label == "uniform")
     extra = {"predicted_drop": acc0 - cands[0].accuracy,
              "uniform_predicted_drop": acc0 - uniform.accuracy,
@@ -260,8 +313,8 @@ def _finish(report: CompressReport, model: nn.Module, small: nn.Module, data: An
         if data is not None:
             report.accuracy_finetuned = evaluate(small, data, device=device)["accuracy"]
     if latency and report.input_size is not None:
-        report.latency_dense_s = measure_latency(model, report.input_size, device=device)
-        report.latency_compressed_s = measure_latency(small, report.input_size, device=device)
+        report.latency_dense_s, report.latency_compressed_s = measure_latencies(
+            [model, small], report.input_size, device=device)
 
 
 def compress(
@@ -283,6 +336,7 @@ def compress(
     progress: bool = True,
     cache: bool = True,
     latency: bool = True,
+    fit: str = "auto",
 ) -> tuple[nn.Module, CompressReport]:
     """A smaller, faster copy of ``model`` with factored convolutions, at a chosen budget.
 
@@ -337,6 +391,12 @@ def compress(
         tqdm bars; cache the sensitivity sweep under ``runtime.cache_dir("compress")``.
     latency
         Time both models (median of 5 passes of a batch of 256 at ``input_size``).
+    fit
+        ``"weights"``: factors approximate each kernel. ``"data"``: ``allocate="sensitivity"``
+        may also use, per layer, the cut ``out|in,kh,kw`` fitted to the layer's outputs on
+        ``data`` (:mod:`tnconv.compression.datafit`; the measured drops decide). ``"auto"``
+        (default): ``"data"`` for ``allocate="sensitivity"`` with a params or FLOPs budget,
+        ``"weights"`` otherwise.
 
     Returns
     -------
@@ -357,6 +417,7 @@ def compress(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     kind, value = _check_budget(params, flops, max_error)
     _check_choices(method, allocate, cuts, data, kind)
+    fit = _check_fit(fit, allocate, kind)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
     dev = model_device(model) if device is None else resolve_device(device)
@@ -369,10 +430,10 @@ def compress(
     rest = [(n, small.get_submodule(n)) for n in skipped]
     layers_ = _choices([(n, small.get_submodule(n)) for n, _ in chosen], rest, geom, method,
                        cuts, progress)
-    options, drops, extra = _allocate(model, data, layers_, kind, value, allocate,
+    options, drops, extra = _allocate(model, data, layers_, kind, value, allocate, fit=fit,
                                       cache=cache, device=dev, progress=progress, size=size)
     report = CompressReport(budget_kind=kind, budget=value, method=method, allocate=allocate,
-                            input_size=size, skipped=list(skipped), **extra)
+                            fit=fit, input_size=size, skipped=list(skipped), **extra)
     report.layers = _replace(small, layers_, options, drops, progress)
     _finish(report, model, small, data, train_data, epochs, finetune, latency, dev, progress)
     return small.eval() if not model.training else small, report

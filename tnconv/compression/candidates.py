@@ -17,6 +17,7 @@ Frobenius error. :func:`layer_families` builds the families of one layer.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,14 +31,16 @@ from ..spectra import matricize
 from .evbmf import evbmf
 
 __all__ = ["Option", "Geometry", "Family", "SVDFamily", "TuckerFamily", "MPSFamily",
-           "CPFamily", "CHEAP_CUTS", "MPS_CHAIN", "METHODS", "layer_families", "dense_option",
-           "build_layer"]
+           "CPFamily", "CHEAP_CUTS", "FITS", "MPS_CHAIN", "METHODS", "layer_families",
+           "dense_option", "build_layer"]
 
 #: Two-site cuts with a cheap convolution form (``kh x kw`` then ``1x1``, ``1x1`` then
 #: ``kh x kw``, ``1 x kw`` then ``kh x 1``, ``kh x 1`` then ``1 x kw``).
 CHEAP_CUTS: tuple[str, ...] = ("out|in,kh,kw", "out,kh,kw|in", "out,kh|in,kw", "out,kw|in,kh")
 #: The MPS chain of ``method="mps"``.
 MPS_CHAIN = "out|kh|kw|in"
+#: Valid ``fit`` values of :func:`tnconv.compress`.
+FITS: tuple[str, ...] = ("auto", "weights", "data")
 #: Valid ``method`` values of :func:`tnconv.compress`.
 METHODS: tuple[str, ...] = ("auto", "svd", "tucker", "mps", "cp")
 _GRID_MAX = 48  # rank values per leg in a Tucker grid (all of them when fewer)
@@ -73,7 +76,14 @@ class Option:
     flops
         Multiply-adds per image of its forward form (``None`` without a geometry).
     error
-        Relative Frobenius error of the kernel (mps: the TT-SVD upper bound).
+        Relative Frobenius error of the kernel (mps: the TT-SVD upper bound); for
+        ``fit="data"``, the relative error of the layer's response on the data.
+    fit
+        ``"weights"``: the factors approximate the kernel; ``"data"``: they approximate the
+        layer's output on data (:mod:`tnconv.compression.datafit`).
+    basis
+        ``fit="data"``: the ``out x r`` orthonormal output basis ``U`` (the kernel becomes
+        ``U U^T W``); ``None`` otherwise. Not part of equality.
     """
 
     method: str
@@ -82,6 +92,8 @@ class Option:
     params: int
     flops: int | None
     error: float
+    fit: str = "weights"
+    basis: Any = field(default=None, compare=False, repr=False)
 
     def cost(self, kind: str) -> float:
         """``params`` or ``flops`` (``kind``)."""
@@ -91,7 +103,11 @@ class Option:
     @property
     def key(self) -> str:
         """The family it belongs to, as :attr:`Family.key` (``"dense"`` for dense)."""
-        return self.method + (f" {self.cut}" if self.method == "svd" else "")
+        return _key(self.method, self.cut, self.fit)
+
+
+def _key(method: str, cut: str | None, fit: str) -> str:
+    return method + (f" {cut}" if method == "svd" else "") + (" (data)" if fit == "data" else "")
 
 
 def _conv_flops(shape: tuple[int, ...], geom: Geometry | None) -> int | None:
@@ -115,11 +131,12 @@ class Family:
     cut: str | None = None
     full: tuple[int, ...] = ()
     _cache: dict[tuple[int, ...], Option] = field(default_factory=dict, repr=False)
+    fit: str = "weights"
 
     @property
     def key(self) -> str:
-        """``"svd out,kh|in,kw"``, ``"tucker"``, ..."""
-        return self.method + (f" {self.cut}" if self.method == "svd" else "")
+        """``"svd out,kh|in,kw"``, ``"tucker"``, ``"svd out|in,kh,kw (data)"``, ..."""
+        return _key(self.method, self.cut, self.fit)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -135,8 +152,13 @@ class Family:
         if ranks not in self._cache:
             params, flops = self.costs(ranks)
             self._cache[ranks] = Option(self.method, self.cut, self.stored_ranks(ranks),
-                                        params + self.bias, flops, self.error(ranks))
+                                        params + self.bias, flops, self.error(ranks), self.fit,
+                                        self.basis(ranks))
         return self._cache[ranks]
+
+    def basis(self, ranks: tuple[int, ...]) -> Any:
+        """The data fit's output basis at ``ranks`` (``None``: a fit of the weights)."""
+        return None
 
     def stored_ranks(self, ranks: tuple[int, ...]) -> tuple[int, ...]:
         return ranks
@@ -382,6 +404,13 @@ def build_layer(conv: nn.Conv2d, option: Option) -> nn.Module:
 
     if option.method == "dense":
         return conv
+    if option.basis is not None:  # a data fit: factor the projected kernel U U^T W (rank r)
+        conv = copy.deepcopy(conv)
+        with torch.no_grad():
+            w = conv.weight
+            u = option.basis.to(device=w.device, dtype=torch.float64)
+            proj = u @ (u.T @ w.detach().to(torch.float64).reshape(w.shape[0], -1))
+            w.copy_(proj.reshape(w.shape).to(w.dtype))
     if option.method == "svd":
         layer = MPSConv2d.from_conv(conv, cut=option.cut, max_bond=option.ranks[0])
     elif option.method == "mps":

@@ -3,6 +3,10 @@
 1. Each layer's drop is measured on ``data`` at a few options of its probed families
    (:func:`.sensitivity.probe_plan`), and read as a function of the option's error within each
    family (:func:`.sensitivity.probe_curves`).
+   With ``fit="data"`` (the default of :func:`tnconv.compress`), each layer's data-fitted
+   family (:mod:`.datafit`: the cut ``out|in,kh,kw`` fitted to the layer's outputs) is
+   probed too, and the knapsacks below are built with and (labelled ``"... (weights)"``)
+   without the data fits, so that offering them never loses accuracy on ``data``.
 2. Several allocations meeting the budget are built: the multiple-choice knapsack on those
    predicted drops (:func:`.allocate.allocate_min_loss`, over the probed families), the same
    with a FLOPs penalty (``LAMBDAS``: a kept-dense or FLOP-heavy layer costs time), the knapsack
@@ -10,10 +14,11 @@
    keeps dense, forced to its separable cut at half its cost, the others re-solved), and the
    ``uniform``, ``energy`` and ``vbmf`` allocations.
 3. Each is evaluated on ``data`` with all its layers changed at once (one pass each) and, when
-   the input size is known, timed (batch 256). The kept allocation is the fastest of those whose
-   measured accuracy is within ``LATENCY_TOLERANCE`` of the best, and never below the best of
-   ``uniform``, ``energy`` and ``vbmf``: so on ``data`` the sensitivity mode is at least as
-   accurate as every other mode, and faster where accuracy allows.
+   the input size is known, timed (batch 256; all of them in interleaved rounds, in this run).
+   The kept allocation is the fastest of those whose measured accuracy is within
+   ``LATENCY_TOLERANCE`` of the best, and never below the best of ``uniform``, ``energy`` and
+   ``vbmf``: so on ``data`` the sensitivity mode is at least as accurate as every other mode,
+   and faster where accuracy allows.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from .allocate import (
     allocate_vbmf,
 )
 from .candidates import Option
+from .datafit import output_moments, with_data_families
 from .sensitivity import Evaluator, option_id, probe_curves, probe_plan
 
 __all__ = ["LATENCY_TOLERANCE", "LAMBDAS", "Candidate", "choose_sensitivity", "pick_candidate"]
@@ -99,9 +105,13 @@ def _solve(layers: Sequence[LayerChoices], budget: float, kind: str,
         return None
 
 
-def _candidates(layers: Sequence[LayerChoices], budget: float, kind: str,
-                curves: dict[tuple[str, str], Any]) -> list[Candidate]:
-    found = _knapsacks(layers, budget, kind, curves)
+def _candidates(layers: Sequence[LayerChoices], fitted: Sequence[LayerChoices], budget: float,
+                kind: str, curves: dict[tuple[str, str], Any]) -> list[Candidate]:
+    found = _knapsacks(fitted, budget, kind, curves)
+    if any(f.fit == "data" for lc in fitted for f in lc.families):
+        # the weight fits' own knapsacks too: with data fits offered, never worse on data
+        found.update({f"{k} (weights)": v for k, v in _knapsacks(layers, budget, kind,
+                                                                 curves).items()})
     found["uniform"] = allocate_uniform(layers, budget, kind)
     found["energy"] = allocate_energy(layers, budget, kind)
     found["vbmf"] = allocate_vbmf(layers, budget, kind)
@@ -130,10 +140,14 @@ def pick_candidate(cands: Sequence[Candidate]) -> Candidate:
 
 def choose_sensitivity(model: nn.Module, data: Any, layers: Sequence[LayerChoices],
                        budget: float, kind: str, *, device: torch.device, cache: bool,
-                       progress: bool, time_it: Callable[[list[Option]], float] | None
-                       ) -> tuple[list[Option], list[float | None], list[Candidate],
-                                  tuple[float, float]]:
+                       progress: bool,
+                       time_all: Callable[[list[list[Option]]], list[float]] | None,
+                       fit: str = "data") -> tuple[list[Option], list[float | None],
+                                                   list[Candidate], tuple[float, float]]:
     """The sensitivity allocation (module docstring).
+
+    ``fit="data"`` adds each layer's data-fitted family (:mod:`.datafit`) to the probes and
+    the knapsacks; the ``uniform``, ``energy`` and ``vbmf`` candidates stay weight fits.
 
     Returns
     -------
@@ -143,20 +157,24 @@ def choose_sensitivity(model: nn.Module, data: Any, layers: Sequence[LayerChoice
         and the dense ``(accuracy, loss)`` on ``data``.
     """
     ev = Evaluator(model, data, device=device, cache=cache)
-    plan = probe_plan(layers, kind)
+    fitted = list(layers)
+    if fit == "data":
+        names = [lc.name for lc in layers if lc.families]
+        fitted = with_data_families(layers, output_moments(model, data, names, device=device))
+    plan = probe_plan(fitted, kind)
     curves = probe_curves(plan, ev.probes(plan, progress=progress), ev.baseline)
-    cands = _candidates(layers, budget, kind, curves)
+    cands = _candidates(layers, fitted, budget, kind, curves)
     names = [lc.name for lc in layers]
-    seen: dict[str, Candidate] = {}
+    keys = [" ; ".join(option_id(n, o) for n, o in zip(names, c.options, strict=True))
+            for c in cands]
     for c in cands:
-        key = " ; ".join(option_id(n, o) for n, o in zip(names, c.options, strict=True))
         c.accuracy, c.loss = ev.allocation(names, c.options)
-        if time_it is not None:
-            if key not in seen:  # the same allocation under two labels is timed once
-                ev.store["latency"].setdefault(key, time_it(c.options))
-            c.latency_s = ev.store["latency"][key]
-        seen.setdefault(key, c)
     ev.save()
+    if time_all is not None:  # each allocation once, all in interleaved rounds, in this run
+        unique = {k: c.options for k, c in zip(keys, cands, strict=True)}
+        timed = dict(zip(unique, time_all(list(unique.values())), strict=True))
+        for k, c in zip(keys, cands, strict=True):
+            c.latency_s = timed[k]
     kept = pick_candidate(cands)
     drops = [None if o.method == "dense" or (n, o.key) not in curves else curves[(n, o.key)](
         o.error) for n, o in zip(names, kept.options, strict=True)]

@@ -1,23 +1,26 @@
 """Per-layer sensitivity, measured on the options themselves, and whole-allocation checks.
 
 :func:`probe_plan` picks, per layer, a few options to measure: in the layer's
-``PROBE_FAMILIES`` best families (error per unit of cost, :meth:`Family.area`) plus its best
-spatially separable cut (``out,kh|in,kw`` or ``out,kw|in,kh``: the fastest forward form on
-CPUs), the most accurate option within each of :data:`PROBE_FRACTIONS` of the layer's dense
-cost. :class:`Evaluator` measures each probe on ``data`` with only that layer changed (its
-kernel replaced by the one the factored layer computes; the prefix of the model before the
+``PROBE_FAMILIES`` best weight-fitted families (error per unit of cost, :meth:`Family.area`)
+plus its best spatially separable cut (``out,kh|in,kw`` or ``out,kw|in,kh``: the fastest
+forward form on CPUs) and its data-fitted family when it has one (:mod:`.datafit`), the
+most accurate option within each of :data:`PROBE_FRACTIONS` of the layer's dense cost.
+:class:`Evaluator` measures each probe on ``data`` with only that layer changed (its kernel
+replaced by the one the factored layer computes; the prefix of the model before the
 layer is evaluated once per layer, :class:`tnconv.study.prefix.PrefixRunner`), and whole
 allocations (every layer changed at once: one pass over ``data`` each).
 
 :func:`probe_curves` turns each (layer, family) into a :class:`DropCurve`: the measured score
 ``accuracy drop + LOSS_WEIGHT * loss increase`` (negative parts clipped to 0) as a
-non-decreasing function of the kernel error, which within one family is a function of the
+non-decreasing function of the option's error (of the kernel; of the response for a data
+fit), which within one family is a function of the
 rank. The cross-entropy term separates options whose accuracy drops tie at 0 on the
 evaluation images.
 
 Everything measured is kept in one JSON file under ``runtime.cache_dir("compress")`` named by
 a hash of the model's weights and the data (:mod:`tnconv.study.fingerprint`): probes and
-allocations measured once are read back (latencies too: pass ``cache=False`` to re-measure).
+allocations measured once are read back (pass ``cache=False`` to re-measure). Latencies are
+not kept: timings of two runs do not compare, so each run times its candidates again.
 """
 
 from __future__ import annotations
@@ -90,12 +93,12 @@ def option_id(name: str, option: Option) -> str:
 
 
 def _probe_families(lc: LayerChoices, kind: str, families: int) -> list[Any]:
-    ranked = sorted(lc.families, key=lambda f: f.area(kind))
+    ranked = sorted((f for f in lc.families if f.fit == "weights"), key=lambda f: f.area(kind))
     chosen = ranked[:families]
     separable = [f for f in ranked if f.key in _SEPARABLE]
     if separable and separable[0] not in chosen:
         chosen.append(separable[0])
-    return chosen
+    return chosen + [f for f in lc.families if f.fit == "data"]
 
 
 def probe_plan(layers: Sequence[LayerChoices], kind: str, *,
@@ -177,7 +180,7 @@ class Evaluator:
                  cache: bool = True) -> None:
         self.model, self.data, self.device = model, data, device
         self.path = self._path() if cache else None
-        self.store: dict[str, Any] = {"probes": {}, "allocations": {}, "latency": {}}
+        self.store: dict[str, Any] = {"probes": {}, "allocations": {}}
         if self.path is not None and self.path.is_file():
             self.store.update(json.loads(self.path.read_text()))
         self._runner: Any = None

@@ -30,6 +30,11 @@ class LayerResult:
         Measured relative Frobenius error of the factored kernel (0 for dense).
     predicted_drop
         Predicted single-layer accuracy drop (``allocate="sensitivity"`` only).
+    fit
+        ``"weights"`` (factors of the kernel) or ``"data"`` (factors of the layer's output
+        on data, :mod:`tnconv.compression.datafit`).
+    response_error
+        ``fit="data"``: relative error of the layer's output on the data (``None`` otherwise).
     """
 
     name: str
@@ -42,6 +47,8 @@ class LayerResult:
     flops_after: int | None
     rel_error: float
     predicted_drop: float | None = None
+    fit: str = "weights"
+    response_error: float | None = None
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -61,6 +68,8 @@ class CompressReport:
         ``"params"``, ``"flops"`` or ``"max_error"``, and the value asked.
     method, allocate
         As passed.
+    fit
+        ``"weights"`` or ``"data"`` (what ``fit="auto"`` resolved to).
     input_size
         ``(C, H, W)`` of FLOP counts and timings (``None`` when unknown).
     accuracy_dense, accuracy_compressed, accuracy_finetuned
@@ -86,6 +95,7 @@ class CompressReport:
     budget: float = 1.0
     method: str = "auto"
     allocate: str = "sensitivity"
+    fit: str = "weights"
     input_size: tuple[int, ...] | None = None
     accuracy_dense: float | None = None
     accuracy_compressed: float | None = None
@@ -163,13 +173,14 @@ class CompressReport:
         return atomic_write(Path(path).expanduser(), lambda fh: fh.write(text))
 
     def __str__(self) -> str:
-        head = (f"{'layer':<24} {'method':<7} {'cut':<14} {'ranks':<11} {'params':>17} "
+        head = (f"{'layer':<24} {'method':<7} {'fit':<7} {'cut':<14} {'ranks':<11} {'params':>17} "
                 f"{'MFLOPs':>15} {'error':>6} {'drop':>6}")
         lines = [head, "-" * len(head)]
         for r in self.layers:
             fl = (f"{r.flops_before / 1e6:.2f}>{r.flops_after / 1e6:.2f}"
                   if r.flops_before is not None and r.flops_after is not None else "-")
-            lines.append(f"{r.name:<24} {r.method:<7} {r.cut or '-':<14} "
+            fit = "-" if r.method == "dense" else r.fit
+            lines.append(f"{r.name:<24} {r.method:<7} {fit:<7} {r.cut or '-':<14} "
                          f"{'x'.join(map(str, r.ranks)) or '-':<11} "
                          f"{f'{r.params_before}>{r.params_after}':>17} {fl:>15} "
                          f"{r.rel_error:>6.3f} {_fmt(r.predicted_drop, '6.3f'):>6}")
