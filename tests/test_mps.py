@@ -178,6 +178,40 @@ def test_gradients_flow_to_cores_and_kernel():
     assert w.grad is not None and torch.isfinite(w.grad).all() and w.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_reported_error_equals_measured_one(dtype):
+    # truncated TT-SVD chains take rel_error from the discarded weights (an orthogonal
+    # projection), the others measure it: both agree with a direct numpy measurement
+    tol = 1e-12 if dtype == torch.float64 else 2e-6
+    for name in ("conv3x3", "conv7x7", "conv3d", "linear"):
+        w = make_kernel(name, dtype)
+        for crit in ({"max_bond": 1}, {"max_bond": 3}, {"keep": 0.6}, {"cutoff": 0.3},
+                     {"max_error": 0.3}, {"max_bond": 100}, {}):
+            for cut in (None, "|".join(reversed(tnconv.kernel_legs(w)))):
+                mps = tnconv.to_mps(w, cut, **crit)
+                measured = rel(torch.from_numpy(numpy_contract(mps)), w)
+                assert mps.rel_error == pytest.approx(measured, rel=tol, abs=1e-7), (name, crit)
+    w = make_kernel("conv3x3")  # measured: built at norm 1, or in a narrower dtype
+    for mps, scale in [(tnconv.to_mps(w * 1e200, max_bond=3), 1e200),
+                       (tnconv.to_mps(w, max_bond=3, dtype=torch.float32), 1.0)]:
+        assert mps.rel_error == pytest.approx(rel(mps.to_kernel() / scale, w), rel=1e-9)
+        assert mps.rel_error == pytest.approx(tnconv.to_mps(w, max_bond=3).rel_error, rel=1e-5)
+
+
+def test_network_built_on_demand_and_followed():
+    w = make_kernel("conv3x3")
+    mps = tnconv.to_mps(w, max_bond=3)
+    arrays, back = mps.arrays, mps.to_kernel()
+    tn = mps.tn  # built now, holding the same site tensors
+    assert tn is mps.tn and all(t.data is a for t, a in zip(tn.tensors, arrays))
+    assert mps.bond_dims == [3, 3, 3] and mps.inds == [t.inds for t in tn.tensors]
+    tn["I0"].modify(data=2 * tn["I0"].data)  # changes through the network show everywhere
+    torch.testing.assert_close(mps.to_kernel(), 2 * back)
+    tn["I1"].transpose_(*reversed(tn["I1"].inds))  # contracted by index names then
+    torch.testing.assert_close(mps.to_kernel(), 2 * back)
+    assert mps.factors[1] is tn["I1"].data
+
+
 def test_input_not_modified():
     w = make_kernel("conv3x3", torch.float32)
     before = w.clone()

@@ -315,3 +315,40 @@ def test_sweeps_match_a_least_squares_reference():
         got = tnconv.to_mps(w, "out|kh|kw|in", max_bond=4, sweeps=3).sweep_errors
         np.testing.assert_allclose(got, ref, rtol=1e-7, atol=1e-10)
         assert ref[-1] < ref[0] - 1e-3  # the sweeps do something here
+
+
+def _right_canonical_reference(a, ranks):
+    """numpy float64: TT-SVD at ``ranks``, then right to left an SVD at every site."""
+    dims, rest, r_prev, cores = a.shape, a, 1, []
+    for k, d in enumerate(dims[:-1]):
+        u, s, vh = np.linalg.svd(rest.reshape(r_prev * d, -1), full_matrices=False)
+        cores.append(u[:, : ranks[k]].reshape(r_prev, d, ranks[k]))
+        rest, r_prev = s[: ranks[k], None] * vh[: ranks[k]], ranks[k]
+    cores.append(rest.reshape(r_prev, dims[-1], 1))
+    for k in range(len(cores) - 1, 0, -1):
+        r0, d, r1 = cores[k].shape
+        u, s, vh = np.linalg.svd(cores[k].reshape(r0, d * r1), full_matrices=False)
+        cores[k] = vh.reshape(r0, d, r1)
+        cores[k - 1] = cores[k - 1] @ (u * s)
+    return cores
+
+
+@pytest.mark.parametrize("shape", [(32, 16, 1, 1), (16, 1, 3, 3), (6, 4, 3, 3), (1, 5, 3, 3)])
+@pytest.mark.parametrize("max_bond", [2, 5, 100])
+def test_sites_equal_an_svd_at_every_site_up_to_signs(shape, max_bond):
+    """Where the TT-SVD already gives a bond's Schmidt vectors (sites of size 1, steps that
+    keep everything after it) no SVD is taken: the sites still equal those of an SVD at every
+    site, up to the sign of each bond direction, and are right-orthonormal."""
+    w = torch.randn(shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    mps = tnconv.to_mps(w, "out|kh|kw|in", max_bond=max_bond)
+    ref = _right_canonical_reference(chain_array(w, "out|kh|kw|in"), mps.bond_dims)
+    got = [a.reshape(r.shape).numpy() for a, r in zip(mps.arrays, ref, strict=True)]
+    left = np.ones(1)
+    for k, (g, r) in enumerate(zip(got, ref, strict=True)):
+        g = g * left[:, None, None]
+        right = np.sign(np.einsum("adb,adb->b", g, r)) if k < len(got) - 1 else np.ones(1)
+        np.testing.assert_allclose(g * right, r, atol=1e-10, rtol=0)
+        left = right
+        if k:
+            m = g.reshape(g.shape[0], -1)
+            np.testing.assert_allclose(m @ m.T, np.eye(len(m)), atol=1e-12)

@@ -3,7 +3,7 @@
 :func:`to_mps` turns a kernel into a chain such as ``"out|kh|kw|in"``: one site per group of
 legs, bonds ``b0, b1, ...`` between neighbouring sites. The site tensors are computed at the
 array level (:mod:`tnconv.mps_ranks`, :mod:`tnconv.mps_sweeps`), in torch on the kernel's
-device (with autograd), and held by a labelled quimb network:
+device (with autograd), and held by a labelled quimb network (built when first asked for):
 
 1. **TT-SVD, left to right** -- the kernel, its axes in chain order, is split site by site,
    each split an SVD truncated to the bond's rank (an orthogonal projection: the squared error
@@ -11,42 +11,45 @@ device (with autograd), and held by a labelled quimb network:
    ranks never exceed ``min(r_{k-1} d_k, d_{k+1} r_{k+1})``: the bonds are minimal.
 2. **ranks** -- ``max_bond``, ``keep`` (of each bond's full rank) and ``cutoff`` act per bond,
    the smallest rank winning (:class:`tnconv.decomp.Criteria`). ``max_error`` bounds the
-   relative error of the *whole* chain and is spent over all bonds together
-   (:func:`tnconv.mps_ranks.allocate_error`; for 3- and 4-site chains an "ends first" chain,
-   :func:`tnconv.mps_ranks.ends_first`, is taken instead where it has fewer parameters): the
-   result's measured error is at most ``max_error``, with fewer parameters than an even split
-   of the error over the bonds and never more than the smallest uniform rank meeting it.
+   relative error of the *whole* chain, spent over all bonds together
+   (:func:`tnconv.mps_ranks.allocate_error`, or for 3 and 4 sites an "ends first" chain,
+   :func:`tnconv.mps_ranks.ends_first`, where it has fewer parameters): fewer parameters
+   than an even split of the error and never more than the smallest uniform rank meeting it.
 3. **sweeps** (optional) -- one-site ALS sweeps at fixed bond dimensions lower the error
    further (:func:`tnconv.mps_sweeps.als_sweeps`; never increasing, the best chain is kept).
+4. **canonical form** -- a truncated chain is swept right to left
+   (:func:`tnconv.mps_sweeps.canonical_minimal`): numerically zero bond directions are
+   dropped, every site but the first is right-orthonormal (by SVDs, but at the bonds where
+   the TT-SVD's later steps kept everything: its own Schmidt vectors are those).
 
-:attr:`KernelMPS.bond_spectra`, the singular values of every bipartition
-``sites[:k+1] | sites[k+1:]`` of the original kernel, are computed on first access (float64
-Gram route of :func:`tnconv.decomp.svdvals`).
+:attr:`KernelMPS.bond_spectra`, the singular values of every bipartition ``sites[:k+1] |
+sites[k+1:]`` of the original kernel, are computed on first access (float64 Gram route).
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from typing_extensions import Unpack
 
 from .contract import contract
 from .cuts import CutSpec, default_chain, format_cut, parse_cut
-from .decomp import Criteria, CriteriaOptions, frobenius_norm, svdvals
+from .decomp import Criteria, CriteriaOptions, frobenius_norm
 from .factors import KernelFactors
 from .legs import SplitSpec
-from .mps_ranks import (
-    TTSVD,
-    allocate_error,
+from .mps_ranks import TTSVD, allocate_error, ends_first, ends_first_cores, minimal_ranks
+from .mps_sweeps import (
+    als_sweeps,
+    canonical_minimal,
+    chain_dense,
     chain_params,
-    ends_first,
-    ends_first_cores,
-    minimal_ranks,
+    cut_spectra,
+    left_canonical,
     tail_squares,
 )
-from .mps_sweeps import als_sweeps
 from .network import compute_dtype, import_quimb, layout
 
 __all__ = ["to_mps", "KernelMPS", "cut_spectra"]
@@ -55,47 +58,42 @@ __all__ = ["to_mps", "KernelMPS", "cut_spectra"]
 _ZERO_TOL = {torch.float64: 1e-13, torch.float32: 1e-6}
 #: Relative slack kept below ``max_error`` (float rounding of the measured error).
 _MARGIN = {torch.float64: 1e-9, torch.float32: 2e-5}
+#: Relative errors from which a truncated TT-SVD's error is taken from its discarded weights
+#: (below, rounding is not negligible against it: measured on the dense kernel).
+_FROM_WEIGHTS = {torch.float64: 1e-6, torch.float32: 1e-3}
 
 
-def cut_spectra(a: torch.Tensor) -> list[torch.Tensor]:
-    """Singular values of every unfolding ``a[:k+1] | a[k+1:]`` of a chain-ordered tensor.
+class _Plan(NamedTuple):
+    """One chain on one kernel layout: physical axes in chain order, leg sizes and size of
+    every site, index names of the site tensors, sizes in chain order, inverse permutation."""
 
-    Examples
-    --------
-    >>> [s.numel() for s in cut_spectra(torch.randn(2, 3, 4))]
-    [2, 4]
-    """
-    dims = a.shape
-    a = a.detach()
-    return [svdvals(a.reshape(math.prod(dims[: k + 1]), -1)) for k in range(len(dims) - 1)]
-
-
-def _left_canonical(cores: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The same chain with every core but the last left-orthonormal (QR, left to right)."""
-    cores = list(cores)
-    for k in range(len(cores) - 1):
-        r0, d, r1 = cores[k].shape
-        q, r = torch.linalg.qr(cores[k].reshape(r0 * d, r1))
-        cores[k] = q.reshape(r0, d, -1)
-        nxt = cores[k + 1]
-        cores[k + 1] = (r @ nxt.reshape(nxt.shape[0], -1)).reshape(r.shape[0], *nxt.shape[1:])
-    return cores
+    order: tuple[int, ...]
+    sizes: tuple[tuple[int, ...], ...]
+    dims: tuple[int, ...]
+    inds: tuple[tuple[str, ...], ...]
+    chain_sizes: tuple[int, ...]
+    unpermute: tuple[int, ...]
 
 
-def _canonical_minimal(cores: list[torch.Tensor], limit: float) -> list[torch.Tensor]:
-    """Left-orthonormalise, then right to left drop the bond directions whose Schmidt weight
-    ``||tail||`` is at most ``limit`` (numerically zero): minimal bonds, right-canonical."""
-    cores = _left_canonical(cores)
-    for k in range(len(cores) - 1, 0, -1):
-        r0, d, r1 = cores[k].shape
-        v, s, uh = torch.linalg.svd(cores[k].reshape(r0, d * r1).mT, full_matrices=False)
-        tails = tail_squares(s)
-        keep = next(r for r in range(1, len(tails)) if tails[r] <= limit**2)
-        cores[k] = v[:, :keep].mT.reshape(keep, d, r1)
-        left = cores[k - 1]
-        us = uh.mT[:, :keep] * s[:keep]
-        cores[k - 1] = (left.reshape(-1, r0) @ us).reshape(*left.shape[:-1], keep)
-    return cores
+@functools.lru_cache(maxsize=256)
+def _plan(sites: tuple[tuple[str, ...], ...], legs: tuple[str, ...],
+          shape: tuple[int, ...]) -> _Plan:
+    """:class:`_Plan` of the chain ``sites`` on physical legs ``legs`` of sizes ``shape``."""
+    n, order = len(sites), tuple(legs.index(leg) for site in sites for leg in site)
+    size = dict(zip(legs, shape, strict=True))
+    inds = tuple(((f"b{k - 1}",) if k else ()) + site + ((f"b{k}",) if k < n - 1 else ())
+                 for k, site in enumerate(sites))
+    sizes = tuple(tuple(size[leg] for leg in site) for site in sites)
+    return _Plan(order, sizes, tuple(math.prod(sz) for sz in sizes), inds, tuple(
+        shape[i] for i in order), tuple(sorted(range(len(order)), key=order.__getitem__)))
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(cut: str | None, legs: tuple[str, ...],
+            split: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[tuple[str, ...], ...]:
+    """The sites of a cut string (``None``: the default chain), cached."""
+    sp = dict(split)
+    return parse_cut(default_chain(legs, sp) if cut is None else cut, legs, sp, min_groups=2)
 
 
 class KernelMPS(KernelFactors):
@@ -105,7 +103,8 @@ class KernelMPS(KernelFactors):
     ----------
     tn : quimb.tensor.TensorNetwork
         The chain. Site ``k`` is tagged ``"I{k}"``; physical legs keep their labels; the
-        bond between sites ``k`` and ``k+1`` is ``"b{k}"``.
+        bond between sites ``k`` and ``k+1`` is ``"b{k}"``. Built on first access; from then
+        on :attr:`arrays`, :attr:`inds`, :attr:`bond_dims` and :meth:`to_kernel` read it.
     sites : tuple of tuple of str
         Physical legs of each site.
     legs, shape, split, physical_legs
@@ -116,27 +115,58 @@ class KernelMPS(KernelFactors):
     error_bound : float or None
         The ``max_error`` asked for, a bound on :attr:`rel_error` (None without it).
     rel_error : float
-        Relative error ``||W - W_mps||_F / ||W||_F`` actually reached (measured).
+        Relative error ``||W - W_mps||_F / ||W||_F`` actually reached. A truncated TT-SVD is
+        an orthogonal projection of the kernel, so its squared error is the weight it
+        discarded: that gives it where rounding is negligible against it (above ``1e-3`` in
+        float32, ``1e-6`` in float64; equal to the measured value to ``~1e-6`` resp.
+        ``1e-12`` relative). Otherwise it is measured on the dense kernel.
     sweep_errors : list of float
         Relative error before the ALS sweeps and after each (empty without sweeps).
     """
 
     kind = "mps"
 
-    def __init__(self, tn: Any, sites: tuple[tuple[str, ...], ...], lay: Any,
-                 out_dtype: torch.dtype, chain: torch.Tensor, error_bound: float | None,
-                 kernel: torch.Tensor, *, spectra: list[torch.Tensor] | None = None,
-                 sweep_errors: list[float] | None = None) -> None:
-        self.tn = tn
-        self.sites = sites
-        self.split = dict(lay.split)
-        self.physical_legs = lay.physical_legs
-        self.out_dtype = out_dtype
-        self.kernel_legs = lay.legs
+    def __init__(self, arrays: list[torch.Tensor], sites: tuple[tuple[str, ...], ...],
+                 lay: Any, out_dtype: torch.dtype, chain: torch.Tensor,
+                 error_bound: float | None, kernel: torch.Tensor, *,
+                 spectra: list[torch.Tensor] | None = None,
+                 sweep_errors: list[float] | None = None, rel_error: float | None = None) -> None:
+        plan = _plan(tuple(sites), lay.physical_legs, lay.physical_shape)
+        self._arrays, self._inds = list(arrays), list(plan.inds)
+        self._tn: Any = None  # the quimb network, built on first access of `tn`
+        self.sites, self.split, self.physical_legs = sites, dict(lay.split), lay.physical_legs
+        self.out_dtype, self.kernel_legs, self.error_bound = out_dtype, lay.legs, error_bound
         self.sweep_errors: list[float] = list(sweep_errors or [])
-        self._chain = chain.detach()
-        self._spectra = spectra
-        super().__init__(self.arrays, kernel, error_bound)
+        self._chain, self._spectra = chain.detach(), spectra
+        self._chain_sizes, self._unpermute = plan.chain_sizes, plan.unpermute
+        self.shape = tuple(kernel.shape)
+        if rel_error is None:  # measured on the dense kernel (as KernelFactors does)
+            with torch.no_grad():
+                ref = kernel.detach().double()
+                norm = frobenius_norm(ref)  # scaled: no overflow
+                diff = frobenius_norm(self.to_kernel().double() - ref)
+            rel_error = diff / norm if norm > 0 else diff
+        self.rel_error = rel_error
+
+    @property
+    def tn(self) -> Any:
+        """The chain as a labelled ``quimb.tensor.TensorNetwork`` (built on first access; the
+        site tensors are the :attr:`arrays`)."""
+        if self._tn is None:
+            qtn = import_quimb()
+            self._tn = qtn.TensorNetwork([
+                qtn.Tensor(a, inds=ix, tags={f"I{k}", "SITE"})
+                for k, (a, ix) in enumerate(zip(self._arrays, self._inds, strict=True))])
+        return self._tn
+
+    @tn.setter
+    def tn(self, value: Any) -> None:
+        self._tn = value
+
+    @property
+    def factors(self) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        """The site tensors as a tuple (:attr:`arrays`)."""
+        return tuple(self.arrays)
 
     @property
     def bond_spectra(self) -> list[torch.Tensor]:
@@ -166,17 +196,23 @@ class KernelMPS(KernelFactors):
     @property
     def arrays(self) -> list[torch.Tensor]:
         """Site tensors, axes ordered (left bond, the site's legs, right bond)."""
-        return [self.tn[f"I{k}"].data for k in range(self.num_sites)]
+        if self._tn is None:
+            return list(self._arrays)
+        return [self._tn[f"I{k}"].data for k in range(self.num_sites)]
 
     @property
     def inds(self) -> list[tuple[str, ...]]:
         """Index names of each site tensor, matching :attr:`arrays`."""
-        return [self.tn[f"I{k}"].inds for k in range(self.num_sites)]
+        if self._tn is None:
+            return list(self._inds)
+        return [self._tn[f"I{k}"].inds for k in range(self.num_sites)]
 
     @property
     def bond_dims(self) -> list[int]:
         """Dimension of every bond after truncation."""
-        return [self.tn[f"I{k}"].ind_size(f"b{k}") for k in range(self.num_sites - 1)]
+        if self._tn is None:
+            return [int(a.shape[-1]) for a in self._arrays[:-1]]
+        return [self._tn[f"I{k}"].ind_size(f"b{k}") for k in range(self.num_sites - 1)]
 
     @property
     def cut(self) -> str:
@@ -186,7 +222,8 @@ class KernelMPS(KernelFactors):
     def to_kernel(self) -> torch.Tensor:
         """Contract the chain to the dense kernel (input layout, dtype and device).
 
-        Goes through a cached opt_einsum expression; differentiable with respect to the site
+        Site by site from the left (plain matmuls; a network changed through :attr:`tn` goes
+        through a cached opt_einsum expression); differentiable with respect to the site
         tensors.
 
         Examples
@@ -196,8 +233,15 @@ class KernelMPS(KernelFactors):
         >>> tnconv.to_mps(w).to_kernel().shape
         torch.Size([8, 4, 3, 3])
         """
-        w = contract(self.arrays, self.inds, self.physical_legs, shape=self.shape)
-        return w.to(self.out_dtype)
+        arrays, inds = self.arrays, self.inds
+        if inds != self._inds:  # the network was changed: contract by the index names
+            w = contract(arrays, inds, self.physical_legs, shape=self.shape)
+        else:
+            w = arrays[0]
+            for a in arrays[1:]:  # (sites so far, bond) @ (bond, site and next bond)
+                w = w.reshape(-1, a.shape[0]) @ a.reshape(a.shape[0], -1)
+            w = w.reshape(self._chain_sizes).permute(self._unpermute).reshape(self.shape)
+        return w if w.dtype == self.out_dtype else w.to(self.out_dtype)
 
     @property
     def legs(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -232,19 +276,22 @@ def _check_sweeps(sweeps: object) -> int:
     return sweeps
 
 
-def _ranks(tt: TTSVD, crit: Criteria, full: list[int],
-           chain: torch.Tensor) -> tuple[list[int], list[torch.Tensor] | None, bool]:
+def _ranks(chain: torch.Tensor, tol: float, crit: Criteria, full: list[int]
+           ) -> tuple[list[int], list[torch.Tensor] | None, bool, TTSVD | None]:
     """Bond ranks from the criteria (before ``cutoff``, which acts on each step's spectrum),
-    the cut spectra where ``max_error`` needed them, and whether the ranks are those of an
-    ends-first chain (:func:`tnconv.mps_ranks.ends_first`, fewer parameters than the TT-SVD's)."""
+    the cut spectra where ``max_error`` needed them, whether the ranks are those of an
+    ends-first chain (:func:`tnconv.mps_ranks.ends_first`, fewer parameters than the TT-SVD's)
+    and the errors-only TT-SVD that ``max_error`` ran (None without it)."""
+    dims = tuple(int(d) for d in chain.shape)
     caps = list(full)
     if crit.max_bond is not None:
         caps = [min(c, crit.max_bond) for c in caps]
     if crit.keep is not None:
         caps = [min(c, math.ceil(crit.keep * f - 1e-9)) for c, f in zip(caps, full, strict=True)]
-    caps = minimal_ranks(tt.dims, caps)
+    caps = minimal_ranks(dims, caps)
     if crit.max_error is None:
-        return caps, None, False
+        return caps, None, False, None
+    tt = TTSVD(chain, tol, fast=True)
     spectra = cut_spectra(chain)
     margin = _MARGIN[chain.dtype]
     budget = (crit.max_error**2) * tt.norm2 * (1 - margin)
@@ -255,14 +302,18 @@ def _ranks(tt: TTSVD, crit: Criteria, full: list[int],
             ends, err2 = ends_first(chain, caps, budget, end_tails=[bounds[0], bounds[-1]])
             if err2 <= budget and (chain_params(tt.dims, minimal_ranks(tt.dims, ends))
                                    < chain_params(tt.dims, ranks)):
-                return ends, spectra, True
-    return ranks, spectra, False
+                return ends, spectra, True, tt
+    return ranks, spectra, False, tt
 
 
-def _extreme_scale(kernel: torch.Tensor) -> float:
-    """The kernel's norm where squared singular values would over- or underflow, else 1."""
+def _extreme_scale(kernel: torch.Tensor) -> tuple[float, float]:
+    """The kernel's norm where squared singular values would over- or underflow, else 1; and
+    the norm."""
+    norm = float(torch.linalg.vector_norm(kernel.detach(), dtype=torch.float64))
+    if 1e-100 < norm < 1e100:  # a plain float64 norm in range: no scaling needed
+        return 1.0, norm
     norm = frobenius_norm(kernel)
-    return norm if norm > 1e100 or 0.0 < norm < 1e-100 else 1.0
+    return (norm if norm > 1e100 or 0.0 < norm < 1e-100 else 1.0), norm
 
 
 def _scaled_criteria(crit: Criteria, scale: float) -> Criteria:
@@ -273,43 +324,79 @@ def _scaled_criteria(crit: Criteria, scale: float) -> Criteria:
     return crit.replace(cutoff=cutoff / scale if crit.cutoff_mode == "sum2" else cutoff)
 
 
-def _build(kernel: torch.Tensor, chain: torch.Tensor, crit: Criteria,
-           sweeps: int) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, list[float]]:
-    """The chain's cores ``(r_{k-1}, d_k, r_k)``, the cut spectra (if computed) and the
-    sweep errors."""
+def _build(kernel: torch.Tensor, chain: torch.Tensor, crit: Criteria, sweeps: int,
+           norm2: float | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor] | None,
+                                                 list[float], float, float | None]:
+    """The chain's cores ``(r_{k-1}, d_k, r_k)``, the cut spectra (if computed), the sweep
+    errors, ``||chain||^2`` (``norm2`` where known) and, for a truncated TT-SVD, the squared
+    weight it discarded (its squared error: orthogonal projections)."""
     dims = tuple(int(d) for d in chain.shape)
     full = [min(math.prod(dims[: k + 1]), math.prod(dims[k + 1:])) for k in range(len(dims) - 1)]
     tol = _ZERO_TOL[chain.dtype]
-    ranks, spectra, ends = full, None, False
+    ranks, spectra, ends, fast = full, None, False, None
+    schmidt = None  # Schmidt values and vectors of the bonds where the TT-SVD gives them
+    discarded = None
     if crit.active:
         with torch.no_grad():
-            ranks, spectra, ends = _ranks(TTSVD(chain.detach(), tol, fast=True), crit, full,
-                                          chain)
+            ranks, spectra, ends, fast = _ranks(chain.detach(), tol, crit, full)
     grad = kernel.requires_grad and torch.is_grad_enabled()
-    tt = TTSVD(chain if grad else chain.detach(), tol)
+    tt = TTSVD(chain if grad else chain.detach(), tol,
+               norm2=norm2 if fast is None else fast.norm2)
+    if fast is not None and not grad:
+        tt.adopt(fast)  # the steps both compute alike (large float32 ones)
     if ends:
         cores = ends_first_cores(chain if grad else chain.detach(), ranks)
-    elif crit.cutoff is not None:
-        cut = Criteria(cutoff=crit.cutoff, cutoff_mode=crit.cutoff_mode)
-        plan = list(ranks)
+    else:
+        cut = None if crit.cutoff is None else Criteria(cutoff=crit.cutoff,
+                                                        cutoff_mode=crit.cutoff_mode)
 
         def choose(k: int, s: torch.Tensor, tails: list[float]) -> int:
-            return min(plan[k], cut.rank(s))
+            return min(ranks[k], cut.rank(s))  # type: ignore[union-attr]
 
-        _, _, cores = tt.run(choose)
-    else:
-        _, _, cores = tt.run(ranks)
+        used, discarded, cores = tt.run(ranks if cut is None else choose)
+        schmidt = tt.schmidt(used)
     errors: list[float] = []
     limit = tol * math.sqrt(tt.norm2)
     if sweeps and len(cores) > 1:
         with torch.no_grad():
-            start = _left_canonical(_canonical_minimal(cores, limit))
+            start = left_canonical(canonical_minimal(cores, limit)[0])
             cores, errors = als_sweeps(chain, start, sweeps)
-            cores = _canonical_minimal(cores, limit)
-        return cores, spectra, errors
-    if crit.active:
-        cores = _canonical_minimal(cores, limit)
-    return cores, spectra, errors
+            cores = canonical_minimal(cores, limit)[0]
+        return cores, spectra, errors, tt.norm2, None
+    if crit.active:  # TT-SVD cores are left-orthonormal already (ends-first ones are not)
+        cores, dropped = canonical_minimal(cores, limit, left_orthonormal=not ends,
+                                           schmidt=schmidt)
+        discarded = None if discarded is None else discarded + dropped
+    return cores, spectra, errors, tt.norm2, discarded
+
+
+def _error_from_weights(kernel: torch.Tensor, chain: torch.Tensor, norm2: float,
+                        discarded: float | None) -> float | None:
+    """``sqrt(discarded / norm2)``: the relative error of a truncated TT-SVD (an orthogonal
+    projection), where ``chain`` is the kernel in its own dtype and the error is large enough
+    for rounding to be negligible against it (:data:`_FROM_WEIGHTS`); else None."""
+    if discarded is None or chain.dtype != kernel.dtype or not norm2 > 0:
+        return None
+    rel = math.sqrt(discarded / norm2)
+    return rel if rel >= _FROM_WEIGHTS[chain.dtype] else None
+
+
+def _measured_error(kernel: torch.Tensor, chain: torch.Tensor, norm2: float,
+                    cores: list[torch.Tensor]) -> float | None:
+    """``||W - W_mps|| / ||W||`` of the chain built at scale 1 from ``chain`` (the kernel in
+    chain order, ``||chain||^2 = norm2``), measured on the dense chain cast to the kernel's
+    dtype, as :meth:`KernelMPS.to_kernel` gives it (the difference in ``chain``'s dtype, its
+    norm in float64); None where ``chain`` is not exactly the kernel (a narrower dtype)."""
+    if torch.finfo(chain.dtype).bits < torch.finfo(kernel.dtype).bits:
+        return None
+    approx = chain_dense([c.detach() for c in cores])  # detached: no graph
+    if kernel.dtype != chain.dtype:  # rounded to the kernel's dtype, as to_kernel gives it
+        approx = approx.to(kernel.dtype).to(chain.dtype)
+    diff = float(torch.linalg.vector_norm(approx - chain.detach(), dtype=torch.float64))
+    if not math.isfinite(diff):
+        return None
+    norm = math.sqrt(norm2)
+    return diff / norm if norm > 0 else diff
 
 
 def to_mps(
@@ -373,7 +460,7 @@ def to_mps(
     >>> auto.num_params <= mps.num_params and auto.rel_error <= 0.5
     True
     """
-    qtn = import_quimb()
+    import_quimb()  # quimb is needed (for KernelMPS.tn): fail early without it
     crit = Criteria.from_options(criteria)
     sweeps = _check_sweeps(sweeps)
     lay = layout(kernel, split)
@@ -381,28 +468,33 @@ def to_mps(
         from .chains import best_chain  # chains uses to_mps: imported here, not at the top
 
         cut = best_chain(kernel, split=split, max_error=crit.max_error or 0.1).best
-    chain = default_chain(lay.legs, lay.split) if cut is None else cut
-    sites = parse_cut(chain, lay.legs, lay.split, min_groups=2)
-    n = len(sites)
-    order = [lay.physical_legs.index(leg) for site in sites for leg in site]
-    sizes = [tuple(lay.sizes[leg] for leg in site) for site in sites]
-    work = kernel.to(compute_dtype(kernel, dtype)).reshape(lay.physical_shape).permute(order)
-    work = work.reshape([math.prod(sz) for sz in sizes])
-    scale = _extreme_scale(kernel)
-    cores, spectra, errors = _build(kernel, work / scale if scale != 1.0 else work,
-                                    _scaled_criteria(crit, scale), sweeps)
+    if cut is None or isinstance(cut, str):  # parsed once per cut and layout
+        sites = _parsed(cut, lay.legs, tuple((k, tuple(v)) for k, v in lay.split.items()))
+    else:
+        sites = parse_cut(cut, lay.legs, lay.split, min_groups=2)
+    plan = _plan(sites, lay.physical_legs, lay.physical_shape)
+    work = kernel.to(compute_dtype(kernel, dtype)).reshape(lay.physical_shape).permute(plan.order)
+    work = work.reshape(plan.dims)
+    scale, norm = _extreme_scale(kernel)
+    known = norm**2 if scale == 1.0 and work.dtype == kernel.dtype else None
+    cores, spectra, errors, norm2, discarded = _build(
+        kernel, work / scale if scale != 1.0 else work, _scaled_criteria(crit, scale), sweeps,
+        known)
     if scale != 1.0:  # squares of singular values would over- or underflow: built at norm 1
         cores = [cores[0] * scale, *cores[1:]]
         spectra = None if spectra is None else [s * scale for s in spectra]
-    tensors = []
-    for k, (core, site) in enumerate(zip(cores, sites, strict=True)):
-        data = core.reshape(core.shape[0], *sizes[k], core.shape[-1])
-        data = data[0] if k == 0 else data
-        data = data[..., 0] if k == n - 1 else data
+    err = None  # measured by KernelMPS at full scale
+    if scale == 1.0:
+        err = _error_from_weights(kernel, work, norm2, discarded)
+        err = _measured_error(kernel, work, norm2, cores) if err is None else err
+    arrays = []
+    for k, core in enumerate(cores):  # (left bond, site legs, right bond), no end bonds
+        shape = (((core.shape[0],) if k else ()) + plan.sizes[k]
+                 + ((core.shape[-1],) if k < len(cores) - 1 else ()))
+        data = core if core.shape == shape else core.reshape(shape)
         if errors and kernel.requires_grad:  # after sweeps: the site tensors are the leaves
             data = data.detach().requires_grad_(True)
-        inds = ((f"b{k - 1}",) if k else ()) + site + ((f"b{k}",) if k < n - 1 else ())
-        tensors.append(qtn.Tensor(data, inds=inds, tags={f"I{k}", "SITE"}))
-    bound = None if crit.max_error is None else float(crit.max_error)
-    return KernelMPS(qtn.TensorNetwork(tensors), sites, lay, kernel.dtype, work, bound, kernel,
-                     spectra=spectra, sweep_errors=errors)
+        arrays.append(data)
+    return KernelMPS(arrays, sites, lay, kernel.dtype, work,
+                     None if crit.max_error is None else float(crit.max_error), kernel,
+                     spectra=spectra, sweep_errors=errors, rel_error=err)

@@ -3,17 +3,14 @@
 No legs, no labels: a tensor ``a`` of shape ``dims = (d_0, ..., d_{n-1})`` (one axis per site)
 and the bond ranks ``r_0 .. r_{n-2}``.
 
-* :class:`TTSVD` runs the left-to-right TT-SVD of ``a`` for any ranks. Its steps are cached by
-  the ranks chosen before them (the first SVD, of ``a`` itself, is computed once), so many rank
-  choices can be compared cheaply. The TT-SVD is an orthogonal projection of ``a``: its squared
-  error is exactly the sum of the squared singular values it discards at every step.
-* :func:`minimal_ranks` caps ranks at ``min(r_{k-1} d_k, d_{k+1} r_{k+1})``;
-  :func:`chain_params` counts the parameters of a chain.
-* :func:`allocate_error` spends a relative error over all bonds together: at every step the
-  rank comes from the step's actual spectrum, with the tails of the original cut spectra as
-  (upper) bounds for the bonds still to come, the budget left over being carried on; then
-  greedy rank reductions checked with the exact error; the smallest uniform rank meeting the
-  error is computed too, and the chain with fewer parameters wins.
+* :class:`TTSVD` runs the left-to-right TT-SVD of ``a`` for any ranks, its steps cached by the
+  ranks chosen before them, so many rank choices are compared cheaply. The TT-SVD is an
+  orthogonal projection: its squared error is the sum of the squared singular values it drops.
+* :func:`minimal_ranks` caps ranks at ``min(r_{k-1} d_k, d_{k+1} r_{k+1})``.
+* :func:`allocate_error` spends a relative error over all bonds together: every step's rank
+  from its actual spectrum, the original cut spectra's tails bounding the bonds to come, the
+  budget left carried on; then greedy reductions checked with the exact error; the smallest
+  uniform rank meeting the error too; the chain with fewer parameters wins.
 * :func:`ends_first` (3- and 4-site chains) fixes the end bonds first, from the singular
   vectors of the first and last unfoldings, and splits the projected middle by one truncated
   SVD: exact errors, searched over the end ranks; :func:`ends_first_cores` builds it.
@@ -27,6 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .decomp import left_singular, svd
+from .mps_sweeps import chain_params, tail_squares
 
 __all__ = ["TTSVD", "allocate_error", "chain_params", "ends_first", "ends_first_cores",
            "minimal_ranks", "tail_squares", "uniform_rank"]
@@ -59,29 +57,15 @@ def minimal_ranks(dims: Sequence[int], ranks: Sequence[int], *, fixed: int = 0) 
     return r
 
 
-def chain_params(dims: Sequence[int], ranks: Sequence[int]) -> int:
-    """Number of entries of the site tensors ``(r_{k-1}, d_k, r_k)``.
-
-    Examples
-    --------
-    >>> chain_params([4, 3, 2], [2, 2])  # 1*4*2 + 2*3*2 + 2*2*1
-    24
-    """
-    full = [1, *ranks, 1]
-    return sum(full[k] * d * full[k + 1] for k, d in enumerate(dims))
-
-
-def tail_squares(s: torch.Tensor) -> list[float]:
-    """``t[r] = sum(s[r:] ** 2)`` for ``r = 0 .. len(s)``, in float64 (the last one 0).
-
-    Examples
-    --------
-    >>> tail_squares(torch.tensor([2.0, 1.0]))
-    [5.0, 1.0, 0.0]
-    """
-    sq = s.detach().double() ** 2
-    tails = torch.flip(torch.cumsum(torch.flip(sq, (0,)), 0), (0,))
-    return [*tails.tolist(), 0.0]
+def _svd(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`tnconv.decomp.svd`; a nonzero row or column in closed form, as LAPACK gives it
+    (``vh = 1`` for a column, ``u = 1`` for a row)."""
+    if min(m.shape) == 1:
+        s = torch.linalg.vector_norm(m).reshape(1)
+        if s.item() > 0:
+            one = m.new_ones(1, 1)
+            return (m / s, s, one) if m.shape[1] == 1 else (one, s, m / s)
+    return svd(m)
 
 
 def _negligible_rank(tails: list[float], limit2: float) -> int:
@@ -106,6 +90,8 @@ class TTSVD:
         Errors only (no cores): every step goes through the float64 Gram matrix of its small
         side and ``eigh`` (several times faster than an SVD; squared tails accurate to about
         ``1e-16 ||a||^2``).
+    norm2
+        ``||a||^2`` where already known (else computed in float64).
 
     Examples
     --------
@@ -116,14 +102,19 @@ class TTSVD:
     ([4, 5], True)
     """
 
-    def __init__(self, a: torch.Tensor, tol: float = 1e-13, *, fast: bool = False) -> None:
+    def __init__(self, a: torch.Tensor, tol: float = 1e-13, *, fast: bool = False,
+                 norm2: float | None = None) -> None:
         self.a = a
         self.fast = fast
         self.dims = tuple(int(d) for d in a.shape)
-        a64 = a.detach().double()
-        self.norm2 = float((a64 * a64).sum())
+        if norm2 is None:
+            a64 = a.detach().double()
+            norm2 = float((a64 * a64).sum())
+        self.norm2 = norm2
         self.limit2 = (tol**2) * self.norm2
         self._cache: dict[tuple[int, ...], _Step] = {}
+        self._vh: dict[tuple[int, ...], torch.Tensor] = {}  # right factors of SVD steps
+        self._alike: set[tuple[int, ...]] = set()  # steps computed alike with or without fast
 
     def _step(self, prefix: tuple[int, ...]) -> _Step:
         """``u``, ``s @ vh`` (rows: singular directions), ``s`` and its squared tails at step
@@ -135,8 +126,16 @@ class TTSVD:
         if k == 0:
             rest = self.a.reshape(self.dims[0], -1)
         else:
-            svh_prev = self._step(prefix[:-1])[1]
-            rest = svh_prev[: prefix[-1]].reshape(prefix[-1] * self.dims[k], -1)
+            _, svh_prev, s_prev, _ = self._step(prefix[:-1])
+            r = prefix[-1]
+            vh_prev = self._vh.get(prefix[:-1])
+            if self.dims[k] == 1 and vh_prev is not None:  # rest = s_prev @ vh_prev: an SVD
+                s, self._vh[prefix] = s_prev[:r], vh_prev[:r]
+                out = (torch.eye(r, dtype=s.dtype, device=s.device), svh_prev[:r], s,
+                       tail_squares(s))
+                self._cache[prefix] = out
+                return out
+            rest = svh_prev[:r].reshape(r * self.dims[k], -1)
         rows, cols = rest.shape
         if self.fast and rows > cols:  # s @ vh straight from the eigenvectors of rest^T rest
             m64 = rest.double()
@@ -147,9 +146,12 @@ class TTSVD:
                 self.fast or rest.numel() > 1 << 16):
             u, s = left_singular(rest)  # float64 Gram: faster than an SVD, as accurate
             svh = u.mT @ rest
+            if rest.dtype == torch.float32 and rest.numel() > 1 << 16:  # fast or not alike
+                self._alike.add(prefix)
         else:
-            u, s, vh = svd(rest)
+            u, s, vh = _svd(rest)
             svh = s[:, None] * vh
+            self._vh[prefix] = vh
         out = (u, svh, s, tail_squares(s))
         self._cache[prefix] = out
         return out
@@ -175,12 +177,40 @@ class TTSVD:
             if build:
                 if self.fast:
                     raise ValueError("a fast TTSVD gives errors only; build=False")
-                cores.append(u[:, :r].reshape(r_prev, self.dims[k], r))
+                cores.append((u if r == u.shape[1] else u[:, :r]).reshape(r_prev, self.dims[k], r))
             r_prev = r
         if build:
             svh = self._step(tuple(used[:-1]))[1]
-            cores.append(svh[:r_prev].reshape(r_prev, self.dims[-1], 1))
+            svh = svh if r_prev == svh.shape[0] else svh[:r_prev]
+            cores.append(svh.reshape(r_prev, self.dims[-1], 1))
         return used, err2, cores
+
+    def adopt(self, other: TTSVD) -> None:
+        """Take over the steps of ``other`` (a TT-SVD of the same tensor, e.g. a fast one) that
+        this one computes identically (every step up to them a float32 wide Gram route)."""
+        for p in other._alike:
+            if all(p[:j] in other._alike for j in range(len(p))):
+                self._cache.setdefault(p, other._cache[p])
+                self._alike.add(p)
+
+    def schmidt(self, ranks: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+        """Per bond ``j`` of the run with these (used) ranks, ``(s[:r_j], vh[:r_j])`` of step
+        ``j`` where every later step kept all its singular values (the chain's Schmidt values
+        and right vectors at bond ``j``, ``vh`` of shape ``(r_j, d_{j+1} ... d_{n-1})``) and
+        step ``j`` was an SVD; None for the other bonds (a prefix of them)."""
+        ranks = [int(x) for x in ranks]
+        out: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(ranks)
+        for j in range(len(ranks) - 1, -1, -1):
+            prefix, r = tuple(ranks[:j]), ranks[j]
+            vh = self._vh.get(prefix)  # set with the step's cache entry
+            if vh is None:
+                break
+            s = self._cache[prefix][2]
+            full = r == s.shape[0]
+            out[j] = (s, vh) if full else (s[:r], vh[:r])
+            if not full:  # step j truncated: the bonds before it are no Schmidt bonds
+                break
+        return out
 
     def error2(self, ranks: Sequence[int]) -> float:
         """Squared error of the TT-SVD with these ranks (no cores built)."""
@@ -330,7 +360,6 @@ def allocate_error(tt: TTSVD, caps: Sequence[int], bounds: Sequence[list[float]]
     uni = uniform_rank(tt, caps, budget, bounds)
     options = [r for r in (seq, uni) if tt.error2(r) <= budget] or [list(caps)]
     return min(options, key=lambda r: (chain_params(tt.dims, r), tt.error2(r)))
-
 
 
 def _end_bases(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
