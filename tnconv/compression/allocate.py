@@ -28,7 +28,7 @@ import numpy as np
 
 from .candidates import Family, Option
 
-__all__ = ["LayerChoices", "allocate_uniform", "allocate_energy", "allocate_vbmf",
+__all__ = ["LayerChoices", "allocate_uniform", "allocate_energy", "allocate_vbmf", "fill_budget",
            "allocate_min_loss", "allocate_max_error", "total_cost", "ALLOCATIONS"]
 
 #: Valid ``allocate`` values of :func:`tnconv.compress`.
@@ -95,6 +95,47 @@ def _fits(options: Sequence[Option], limit: float, kind: str) -> Option:
     return min(ok, key=lambda o: (o.error, o.cost(kind)))
 
 
+def fill_budget(layers: Sequence[LayerChoices], choice: Sequence[Option], budget: float,
+                kind: str, *, fill: float = 0.98) -> list[Option]:
+    """``choice`` with single layers raised until ``fill * budget``.
+
+    While the total is under ``fill * budget``, the one-layer change of a factored layer
+    (dense ones stay) to a more accurate option of that layer (any family: a finer rank step
+    may fit where the layer's own family's does not) that fits the budget and removes the
+    most squared error per added cost is made. Stops when none fits.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tnconv.compression.candidates import SVDFamily, dense_option
+    >>> w = torch.randn(8, 8, 1, 1)
+    >>> fam = SVDFamily(w, 0, None, "out|in,kh,kw")
+    >>> layer = LayerChoices("0", dense_option((8, 8, 1, 1), 0, None), [fam])
+    >>> [o.ranks for o in fill_budget([layer], [fam.option((1,))], 48.0, "params")]
+    [(3,)]
+    """
+    out, spent = list(choice), total_cost(choice, kind)
+    grids = [lc.options(kind) for lc in layers]
+    while spent < fill * budget:
+        best: tuple[float, int, Option] | None = None
+        for i, cur in enumerate(out):
+            if cur.method == "dense":
+                continue
+            for o in grids[i]:
+                extra = o.cost(kind) - cur.cost(kind)
+                if extra <= 0 or spent + extra > budget or o.error >= cur.error:
+                    continue
+                gain = (cur.error ** 2 - o.error ** 2) / extra
+                if best is None or gain > best[0]:
+                    best = (gain, i, o)
+        if best is None:
+            break
+        _, i, o = best
+        spent += o.cost(kind) - out[i].cost(kind)
+        out[i] = o
+    return out
+
+
 def allocate_uniform(layers: Sequence[LayerChoices], budget: float, kind: str) -> list[Option]:
     """The same kept fraction of every layer's cost, in each layer's best family.
 
@@ -118,7 +159,8 @@ def allocate_uniform(layers: Sequence[LayerChoices], budget: float, kind: str) -
     def pick(f: float) -> list[Option]:
         return [_fits(opts, f * d.cost(kind) * (1 + 1e-12), kind) for d, opts in per_layer]
 
-    return pick(_bisect(fractions, lambda f: total_cost(pick(f), kind), budget, True))
+    chosen = pick(_bisect(fractions, lambda f: total_cost(pick(f), kind), budget, True))
+    return fill_budget(layers, chosen, budget, kind)
 
 
 def allocate_energy(layers: Sequence[LayerChoices], budget: float, kind: str) -> list[Option]:
@@ -141,7 +183,8 @@ def allocate_energy(layers: Sequence[LayerChoices], budget: float, kind: str) ->
         return [_cheapest([o for o in opts if o.error ** 2 <= t * (1 + 1e-12)], kind)
                 for opts in options]
 
-    return pick(_bisect(thresholds, lambda t: total_cost(pick(t), kind), budget, False))
+    chosen = pick(_bisect(thresholds, lambda t: total_cost(pick(t), kind), budget, False))
+    return fill_budget(layers, chosen, budget, kind)
 
 
 def allocate_vbmf(layers: Sequence[LayerChoices], budget: float, kind: str) -> list[Option]:
@@ -171,7 +214,7 @@ def allocate_vbmf(layers: Sequence[LayerChoices], budget: float, kind: str) -> l
     for layer, f, r in zip(layers, fams, chosen, strict=True):
         opt = f.option(r) if f is not None else layer.dense  # type: ignore[arg-type]
         out.append(opt if opt.cost(kind) < layer.dense.cost(kind) else layer.dense)
-    return out
+    return fill_budget(layers, out, budget, kind)
 
 
 def _scaled_ranks(f: Family, base: tuple[int, ...], c: float) -> tuple[int, ...]:

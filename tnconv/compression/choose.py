@@ -12,7 +12,9 @@
    with a FLOPs penalty (``LAMBDAS``: a kept-dense or FLOP-heavy layer costs time), the knapsack
    over the separable cuts only (the fastest forms on CPUs), trades (each layer the knapsack
    keeps dense, forced to its separable cut at half its cost, the others re-solved), and the
-   ``uniform``, ``energy`` and ``vbmf`` allocations.
+   ``uniform``, ``energy`` and ``vbmf`` allocations. A knapsack allocation under ``FILL`` of
+   the budget (a FLOPs penalty can stop far below it) is raised within its families by
+   :func:`.allocate.fill_budget`, and dropped if it stays under.
 3. Each is evaluated on ``data`` with all its layers changed at once (one pass each) and, when
    the input size is known, timed (batch 256; all of them in interleaved rounds, in this run).
    The kept allocation is the fastest of those whose measured accuracy is within
@@ -36,15 +38,20 @@ from .allocate import (
     allocate_min_loss,
     allocate_uniform,
     allocate_vbmf,
+    fill_budget,
+    total_cost,
 )
 from .candidates import Option
 from .datafit import output_moments, with_data_families
 from .sensitivity import Evaluator, option_id, probe_curves, probe_plan
 
-__all__ = ["LATENCY_TOLERANCE", "LAMBDAS", "Candidate", "choose_sensitivity", "pick_candidate"]
+__all__ = ["FILL", "LATENCY_TOLERANCE", "LAMBDAS", "Candidate", "choose_sensitivity",
+           "pick_candidate"]
 
 #: Accuracy (fraction) a faster allocation may lose against the most accurate one.
 LATENCY_TOLERANCE = 0.002
+#: Knapsack candidates must keep at least this fraction of the budget (met within 2 %).
+FILL = 0.98
 #: FLOPs penalties of the knapsack variants, in accuracy per whole-model dense FLOPs.
 LAMBDAS: tuple[float, ...] = (0.003, 0.01, 0.03)
 _SEPARABLE = ("svd out,kh|in,kw", "svd out,kw|in,kh")
@@ -112,6 +119,10 @@ def _candidates(layers: Sequence[LayerChoices], fitted: Sequence[LayerChoices], 
         # the weight fits' own knapsacks too: with data fits offered, never worse on data
         found.update({f"{k} (weights)": v for k, v in _knapsacks(layers, budget, kind,
                                                                  curves).items()})
+    # the budget is met within FILL of it: a knapsack with a FLOPs penalty (or one whose
+    # losses tie) may stop far below it, and a smaller model is not what was asked for
+    found = {k: fill_budget(fitted, v, budget, kind, fill=FILL) for k, v in found.items()}
+    found = {k: v for k, v in found.items() if total_cost(v, kind) >= FILL * budget}
     found["uniform"] = allocate_uniform(layers, budget, kind)
     found["energy"] = allocate_energy(layers, budget, kind)
     found["vbmf"] = allocate_vbmf(layers, budget, kind)
