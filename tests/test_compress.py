@@ -163,6 +163,8 @@ def test_sensitivity_not_worse_than_uniform(trained, fmnist_test, tnconv_cache, 
 
     monkeypatch.setattr(prefix.PrefixRunner, "__init__",
                         lambda *a, **k: pytest.fail("evaluated again"))
+    monkeypatch.setattr("tnconv.compression.choose.output_moments",
+                        lambda *a, **k: pytest.fail("output moments measured again"))
     again, r2 = compress(trained, sweep_data, allocate="sensitivity", **kw)
     assert [r.ranks for r in r2.layers] == [r.ranks for r in rs.layers]
     assert list((tnconv_cache / "compress").glob("sensitivity-*.json"))

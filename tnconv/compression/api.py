@@ -154,17 +154,23 @@ def _check_meetable(layers: Sequence[LayerChoices], kind: str, fraction: float) 
     return fraction * dense
 
 
+def _swap(small: nn.Module, name: str, option: Option) -> tuple[nn.Module, nn.Module]:
+    """Put the layer ``option`` makes in place of ``small``'s conv ``name``: (conv, new)."""
+    conv = small.get_submodule(name)
+    new = build_layer(conv, option)
+    if new is not conv:
+        parent, _, child = name.rpartition(".")
+        setattr(small.get_submodule(parent) if parent else small, child, new)
+    return conv, new
+
+
 def _replace(small: nn.Module, layers: Sequence[LayerChoices], options: Sequence[Option],
              drops: Sequence[float | None] | None, progress: bool) -> list[LayerResult]:
     results = []
     bar = tqdm(list(zip(layers, options, strict=True)), desc="compress: factoring",
                unit="layer", disable=not progress, dynamic_ncols=True)
     for k, (lc, opt) in enumerate(bar):
-        conv = small.get_submodule(lc.name)
-        new = build_layer(conv, opt)
-        if new is not conv:
-            parent, _, child = lc.name.rpartition(".")
-            setattr(small.get_submodule(parent) if parent else small, child, new)
+        conv, new = _swap(small, lc.name, opt)
         after = sum(p.numel() for p in new.parameters())
         results.append(LayerResult(
             lc.name, opt.method, opt.cut, tuple(opt.ranks), lc.dense.params, after,
@@ -256,7 +262,8 @@ def _timer(model: nn.Module, layers: Sequence[LayerChoices], size: tuple[int, ..
         trials = []
         for options in allocations:
             trial = copy.deepcopy(model).to(device)
-            _replace(trial, layers, options, None, False)
+            for lc, opt in zip(layers, options, strict=True):  # no report: nothing measured
+                _swap(trial, lc.name, opt)
             trials.append(trial)
         return measure_latencies(trials, size, repeats=5, warmup=1, device=device)
 

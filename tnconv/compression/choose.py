@@ -171,7 +171,8 @@ def choose_sensitivity(model: nn.Module, data: Any, layers: Sequence[LayerChoice
     fitted = list(layers)
     if fit == "data":
         names = [lc.name for lc in layers if lc.families]
-        fitted = with_data_families(layers, output_moments(model, data, names, device=device))
+        moments = ev.moments(names, lambda: output_moments(model, data, names, device=device))
+        fitted = with_data_families(layers, moments)
     plan = probe_plan(fitted, kind)
     curves = probe_curves(plan, ev.probes(plan, progress=progress), ev.baseline)
     cands = _candidates(layers, fitted, budget, kind, curves)

@@ -19,7 +19,8 @@ evaluation images.
 
 Everything measured is kept in one JSON file under ``runtime.cache_dir("compress")`` named by
 a hash of the model's weights and the data (:mod:`tnconv.study.fingerprint`): probes and
-allocations measured once are read back (pass ``cache=False`` to re-measure). Latencies are
+allocations measured once are read back, and the output moments of the data fits from a
+``.pt`` file beside it (pass ``cache=False`` to re-measure). Latencies are
 not kept: timings of two runs do not compare, so each run times its candidates again.
 """
 
@@ -201,6 +202,20 @@ class Evaluator:
             text = json.dumps(self.store, indent=1, sort_keys=True).encode()
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(self.path, lambda fh: fh.write(text))
+
+    def moments(self, names: Sequence[str], compute: Any) -> dict[str, torch.Tensor]:
+        """The layers' output moments (:mod:`.datafit`): read from a ``.pt`` file beside the
+        JSON when caching, else ``compute()`` (and written there)."""
+        path = None if self.path is None else self.path.with_suffix(".moments.pt")
+        if path is not None and path.is_file():
+            found = torch.load(path, map_location="cpu", weights_only=True)
+            if all(n in found for n in names):
+                return {n: found[n] for n in names}
+        found = compute()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda fh: torch.save(found, fh))
+        return found
 
     def _setup(self) -> Any:
         if self._runner is None:
