@@ -33,7 +33,7 @@ from tnconv.checkpoints import train_or_load  # noqa: E402
 from tnconv.compression.candidates import SVDFamily, build_layer  # noqa: E402
 from tnconv.compression.datafit import DATA_CUT, ResponseFamily, output_moments  # noqa: E402
 from tnconv.data import load_dataset  # noqa: E402
-from tnconv.modules import conv_layers  # noqa: E402
+from tnconv.model_layers import conv_layers  # noqa: E402
 from tnconv.train import evaluate  # noqa: E402
 
 FRACTIONS = (0.5, 0.25, 0.12)

@@ -98,7 +98,7 @@ from tnconv import spectra as _spectra  # noqa: E402
 from tnconv.data import ImageDataset, as_tensors  # noqa: E402
 from tnconv.layers import CPConv2d, MPSConv2d, TuckerConv2d  # noqa: E402
 
-_contract = importlib.import_module("tnconv.contract").contract
+_contract = importlib.import_module("tnconv.contraction").contract
 LEGS4 = ("out", "in", "kh", "kw")
 S = torch.tensor([4.0, 3.0, 1.0])
 UNSORTED = torch.tensor([1.0, 2.0, 4.0])

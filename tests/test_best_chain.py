@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import tnconv
-from tnconv.chains import ChainTable, best_chain
+from tnconv.mps import ChainTable, best_chain
 
 LEGS = ("out", "in", "kh", "kw")
 

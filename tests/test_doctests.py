@@ -16,14 +16,16 @@ PACKAGE = Path(tnconv.__file__).resolve().parent
 #: Modules without examples of their own: entry points and the version string.
 NO_EXAMPLES = {"__main__", "_version"}
 MODULES = sorted(
-    ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+    ".".join(path.relative_to(PACKAGE).with_suffix("").parts[: -1 if path.stem == "__init__"
+                                                             else None])
     for path in PACKAGE.rglob("*.py")
-    if path.name != "__init__.py" and path.stem not in NO_EXAMPLES
+    if path.parent != PACKAGE or path.stem not in NO_EXAMPLES | {"__init__"}
 )
 
 
 def test_known_modules_are_collected():
-    for name in ("decomp", "mps", "chains", "layers.mps_conv2d", "study.sweep", "cli"):
+    for name in ("decomp", "mps", "mps.chain", "mps.order", "layers.mps_conv2d", "study.sweep",
+                 "cli", "cli.commands"):
         assert name in MODULES
 
 

@@ -165,8 +165,8 @@ def test_max_error_at_most_the_best_ends_first_chain(eps):
 
 
 def test_ends_first_error_is_exact():
-    from tnconv.mps_ranks import ends_first, ends_first_cores
-    from tnconv.mps_sweeps import chain_dense
+    from tnconv.mps.ranks import ends_first, ends_first_cores
+    from tnconv.mps.als import chain_dense
 
     for name, w in KERNELS[1:4]:
         a = torch.from_numpy(chain_array(w, "out|kh|kw|in"))
@@ -248,7 +248,7 @@ def test_minimal_ranks_caps_from_both_sides():
     caps (brute force over all smaller rank vectors on small chains)."""
     import itertools
 
-    from tnconv.mps_ranks import minimal_ranks
+    from tnconv.mps.ranks import minimal_ranks
 
     assert minimal_ranks([4, 3, 3, 2], [100, 100, 100]) == [4, 6, 2]
     rng = np.random.default_rng(0)

@@ -8,7 +8,7 @@ import torch
 from _kernels import SHAPES, make_kernel
 
 import tnconv
-from tnconv.contract import cache_info, contract
+from tnconv.contraction import cache_info, contract
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES))

@@ -15,7 +15,7 @@ import tnconv
 from tnconv.records import RowLog
 from tnconv.study.prefix import PrefixRunner
 from tnconv.study.sweep import SWEEP_FIELDS
-from tnconv.truncate import truncate  # tnconv.truncate is shadowed by the submodule
+from tnconv.truncation import truncate
 
 
 def _mixed_model() -> nn.Module:

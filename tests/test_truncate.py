@@ -10,7 +10,7 @@ from test_spectra import numpy_matrix
 
 import tnconv
 from tnconv.decomp import Criteria
-from tnconv.truncate import CutSVD
+from tnconv.truncation import CutSVD
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES))

@@ -47,17 +47,16 @@ from ._version import __version__
 # The core is imported eagerly (torch and opt_einsum only; quimb is imported on first use).
 # This also binds the functions `truncate` and `contract` over their same-named submodules.
 from .atlas import spectra_atlas
-from .chains import ChainTable, best_chain
-from .contract import contract, contract_tn
+from .contraction import contract, contract_tn
 from .cp import KernelCP, to_cp
 from .cuts import all_cuts, default_chain, parse_cut
 from .legs import factorize, kernel_legs
-from .modules import conv_layers
-from .mps import KernelMPS, to_mps
+from .model_layers import conv_layers
+from .mps import ChainTable, KernelMPS, best_chain, to_mps
 from .network import kernel_tn
 from .records import Records
 from .spectra import NormCurve, entropy, norm_curve, rank_for_error, spectrum
-from .truncate import CutSVD, TruncationReport, truncate
+from .truncation import CutSVD, TruncationReport, truncate
 from .tucker import KernelTucker, to_tucker
 
 # Lazily resolved names (they import torchvision, matplotlib, ...): name -> submodule.

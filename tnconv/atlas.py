@@ -31,11 +31,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .chains import best_chain as find_best_chain
 from .cuts import all_cuts, format_cut, parse_cut
 from .decomp import norm_loss, rank_for_error, svdvals
 from .legs import kernel_legs, validate_kernel
-from .modules import conv_layers
+from .model_layers import conv_layers
+from .mps import best_chain as find_best_chain
 from .network import compute_dtype
 from .records import Records
 from .spectra import entropy

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from .contract import contract
+from .contraction import contract
 from .decomp import frobenius_norm
 from .legs import validate_kernel
 

@@ -14,7 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..cuts import parse_cut
-from ..modules import conv_layers, select_layers
+from ..model_layers import conv_layers, select_layers
 from ..runtime import model_device, resolve_device
 from .allocate import (
     ALLOCATIONS,

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..contract import contract
+from ..contraction import contract
 from ..legs import validate_kernel
 from .balance import balance_factors
 

@@ -24,7 +24,7 @@ from typing import Any
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..modules import LayerSpec, select_layers
+from ..model_layers import LayerSpec, select_layers
 from .base import FactorizedConv2d
 from .cp_conv2d import CPConv2d
 from .mps_conv2d import MPSConv2d

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..modules import select_layers
+from ..model_layers import select_layers
 from ..records import Records
 from ..runtime import resolve_device
 from .fingerprint import check_resumable, sweep_fingerprint

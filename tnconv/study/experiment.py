@@ -352,7 +352,7 @@ def _figures(run: _Run, f: dict[str, Any], safe: Any) -> list[tuple[str, str]]:
 
 def _setup_lines(run: _Run) -> list[str]:
     """The summary's "Setup" bullets: model, data, sweeps, timings, device."""
-    from ..modules import conv_layers
+    from ..model_layers import conv_layers
 
     cfg, single, t = run.cfg, run.single, run.timings
     n_params = sum(p.numel() for p in run.model.parameters())

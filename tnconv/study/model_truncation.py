@@ -43,9 +43,9 @@ from torch import nn
 from ..cuts import parse_cut
 from ..decomp import Criteria
 from ..legs import kernel_legs
-from ..modules import LayerSpec, select_layers
+from ..model_layers import LayerSpec, select_layers
 from ..records import Records
-from ..truncate import CutSVD
+from ..truncation import CutSVD
 
 __all__ = ["truncate_model", "per_layer", "select_layers", "LayerSpec"]
 

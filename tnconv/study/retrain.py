@@ -34,7 +34,7 @@ from torch import nn
 from ..decomp import svd
 from ..records import Records
 from ..spectra import matricize
-from ..truncate import CutSVD
+from ..truncation import CutSVD
 from .model_truncation import REPORT_ATTR
 
 __all__ = ["retrain", "Projector", "PROJECTIONS"]

@@ -53,7 +53,7 @@ from ..decomp import Criteria
 from ..legs import kernel_legs
 from ..records import Records, RowLog
 from ..runtime import model_device, resolve_device
-from ..truncate import CutSVD
+from ..truncation import CutSVD
 from .fingerprint import check_resumable, sweep_fingerprint
 from .model_truncation import LayerSpec, combined_errors, select_layers
 from .prefix import PrefixRunner, default_cache_bytes

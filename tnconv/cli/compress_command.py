@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .cli_base import add_common_options, subcommand
+from .options import add_common_options, subcommand
 
 __all__ = ["add_compress", "cmd_compress"]
 
@@ -40,8 +40,8 @@ def add_compress(subparsers: argparse._SubParsersAction) -> None:
     >>> args.params, args.allocate, args.dataset
     (0.25, 'sensitivity', 'fashion-mnist')
     """
-    from .compression import ALLOCATIONS, FITS, METHODS
-    from .inputs import add_input_options
+    from ..compression import ALLOCATIONS, FITS, METHODS
+    from .arguments import add_input_options
 
     p = subcommand(
         subparsers, cmd_compress,
@@ -100,7 +100,7 @@ def _budget(args: argparse.Namespace) -> dict[str, float]:
 
 def _data(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[Any, Any]:
     """The held-out data (test split subset) and the fine-tuning data (train split or None)."""
-    from .inputs import load_input_data
+    from .arguments import load_input_data
 
     if args.dataset is None and meta.get("dataset") is None:
         if args.allocate == "sensitivity" or args.epochs:
@@ -117,9 +117,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
     """Compress a trained model's convolutions to a budget (tnconv.compress): choose each
     layer's factorization and rank, optionally fine-tune, save the factored model and its report,
     and print the per-layer table."""
-    from .compression import compress, save_compressed
-    from .inputs import load_input_model
-    from .runtime import resolve_device
+    from ..compression import compress, save_compressed
+    from ..runtime import resolve_device
+    from .arguments import load_input_model
 
     if args.epochs < 0:
         raise ValueError(f"--epochs must be >= 0, got {args.epochs}")

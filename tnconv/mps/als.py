@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .decomp import svdvals
+from ..decomp import svdvals
 
 __all__ = ["als_sweeps", "canonical_minimal", "chain_dense", "chain_params", "cut_spectra",
            "left_canonical", "tail_squares"]

@@ -23,8 +23,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .decomp import left_singular, svd
-from .mps_sweeps import chain_params, tail_squares
+from ..decomp import left_singular, svd
+from .als import chain_params, tail_squares
 
 __all__ = ["TTSVD", "allocate_error", "chain_params", "ends_first", "ends_first_cores",
            "minimal_ranks", "tail_squares", "uniform_rank"]

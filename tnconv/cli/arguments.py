@@ -31,8 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .data import DATASETS, canonical_name, is_folder_spec, load_dataset
-from .data.loaders import take_subset
+from ..data import DATASETS, canonical_name, is_folder_spec, load_dataset
+from ..data.loaders import take_subset
 
 __all__ = ["add_input_options", "check_fits", "describe_data", "load_factory",
            "load_input_data", "load_input_model", "load_state_dict_file", "add_ray_option",
@@ -115,8 +115,8 @@ def load_state_dict_file(model: nn.Module, path: str | os.PathLike) -> nn.Module
 def load_input_model(args: argparse.Namespace, spec: str, device: torch.device
                      ) -> tuple[nn.Module, dict[str, Any]]:
     """The model named by ``spec`` (module docstring) and what is known of it (``meta``)."""
-    from .checkpoints import load_checkpoint, train_or_load
-    from .models import MODELS, get_model
+    from ..checkpoints import load_checkpoint, train_or_load
+    from ..models import MODELS, get_model
 
     weights, state_file = getattr(args, "weights", None), getattr(args, "state_dict", None)
     path = Path(spec).expanduser()
@@ -276,7 +276,7 @@ def own_label(spec: str) -> str:
 def spectra_model(args: argparse.Namespace) -> tuple[nn.Module, str]:
     """The model of ``tnconv spectra``: a checkpoint, a factory, or a model by name (random
     init under ``--seed`` unless ``--weights`` / ``--state-dict`` give it weights)."""
-    from .models import get_model
+    from ..models import get_model
 
     torch.manual_seed(args.seed)
     if is_own_input(args.source) or args.weights is not None or args.state_dict is not None:

@@ -3,7 +3,8 @@ compress.
 
 Each subcommand is registered by ``_add_<name>(subparsers)`` and run by ``_cmd_<name>(args)``,
 which returns the exit status; add a subcommand by writing both (here, or in a module of its own
-such as :mod:`tnconv.cli_compress`, with the helpers of :mod:`tnconv.cli_base`) and listing the
+such as :mod:`tnconv.cli.compress_command`, with the helpers of
+:mod:`tnconv.cli.options`) and listing the
 ``add`` function in :data:`_SUBCOMMANDS`. The choices of models, datasets, optimizers,
 schedules, sweep modes and study profiles come from the package's registries
 (:data:`tnconv.models.MODELS`, :data:`tnconv.data.DATASETS`, :data:`tnconv.train.OPTIMIZERS`,
@@ -11,8 +12,8 @@ schedules, sweep modes and study profiles come from the package's registries
 system (OSError, e.g. FileNotFoundError) are printed as one line ``tnconv: error: ...`` and give
 exit status 2.
 
-:func:`study_main` is the study's command line on its own: ``examples/resnet_cuts.py`` and
-``examples/cnn4_cuts.py`` call it with their profile set.
+The study's subcommand and :func:`~tnconv.cli.study_main` (the command line of the example
+scripts) are in :mod:`tnconv.cli.study_command`.
 """
 
 from __future__ import annotations
@@ -21,18 +22,18 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-from .cli_base import Parser, add_common_options, subcommand
-from .cli_compress import add_compress
-from .data import DATASETS
-from .models import MODELS
+from ..data import DATASETS
+from ..models import MODELS
+from .compress_command import add_compress
+from .options import Parser, add_common_options, split_list, subcommand
+from .study_command import add_study
 
-__all__ = ["build_parser", "main", "study_main"]
+__all__ = ["build_parser", "main"]
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
-    from .train import OPTIMIZERS, SCHEDULES
+    from ..train import OPTIMIZERS, SCHEDULES
 
     p = subcommand(
         subparsers, _cmd_train, "train a model and save a checkpoint",
@@ -59,7 +60,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     """Train a model on a dataset with the defaults of tnconv.train.TRAIN_DEFAULTS (options
     below override them), evaluate it on the test split and save a checkpoint
     (tnconv.train_or_load)."""
-    from .checkpoints import default_checkpoint_path, train_or_load
+    from ..checkpoints import default_checkpoint_path, train_or_load
 
     options = {key: getattr(args, key) for key in ("batch_size", "lr", "optimizer", "schedule")
                if getattr(args, key) is not None}
@@ -77,8 +78,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_eval(subparsers: argparse._SubParsersAction) -> None:
-    from .data import SPLITS
-    from .inputs import add_input_options
+    from ..data import SPLITS
+    from .arguments import add_input_options
 
     p = subcommand(
         subparsers, _cmd_eval, "evaluate a checkpoint or any model on a dataset's test split",
@@ -101,9 +102,9 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     """Load a checkpoint written by 'tnconv train' and report its test accuracy and loss
     (and top-5 accuracy for CIFAR-100)."""
-    from .inputs import describe_data, load_input_data, load_input_model
-    from .runtime import resolve_device
-    from .train import evaluate
+    from ..runtime import resolve_device
+    from ..train import evaluate
+    from .arguments import describe_data, load_input_data, load_input_model
 
     device = resolve_device(args.device)
     model, meta = load_input_model(args, str(args.checkpoint), device)
@@ -148,13 +149,13 @@ def _cmd_spectra(args: argparse.Namespace) -> int:
     """Cut every convolution kernel of a model along a set of cuts and report, per (layer,
     cut): full rank, entanglement entropy, rank needed for 1%, 10% and 50% relative error,
     and norm loss at half rank (tnconv.spectra_atlas)."""
-    from .atlas import spectra_atlas
+    from ..atlas import spectra_atlas
 
-    cuts = "all" if args.cuts.strip() == "all" else _split(args.cuts, ";")
+    cuts = "all" if args.cuts.strip() == "all" else split_list(args.cuts, ";")
     if not cuts:  # checked before a model is loaded
         raise ValueError(f"--cuts {args.cuts!r} names no cut; pass 'all' or cuts separated by "
                          "';', e.g. 'out|in,kh,kw;out,kh|in,kw'")
-    from .inputs import spectra_model
+    from .arguments import spectra_model
 
     model, what = spectra_model(args)
     table = spectra_atlas(model, cuts=cuts, include_linear=args.include_linear).to_pandas()
@@ -172,13 +173,9 @@ def _cmd_spectra(args: argparse.Namespace) -> int:
 
 
 
-def _split(text: str, sep: str = ",") -> list[str]:
-    return [v.strip() for v in text.split(sep) if v.strip()]
-
-
 def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
-    from .inputs import add_input_options, add_ray_option
-    from .study.sweep import DEFAULT_LEVELS, LEVEL_CRITERIA, SWEEP_MODES
+    from ..study.sweep import DEFAULT_LEVELS, LEVEL_CRITERIA, SWEEP_MODES
+    from .arguments import add_input_options, add_ray_option
 
     p = subcommand(
         subparsers, _cmd_sweep,
@@ -224,9 +221,9 @@ def _add_sweep(subparsers: argparse._SubParsersAction) -> None:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     """Truncate a trained model's conv kernels along cuts at several levels, measuring test
     accuracy and loss (tnconv.sweep); rows go to --out as computed, so a rerun resumes."""
-    from .inputs import describe_data, executor_options, load_input_data, load_input_model
-    from .runtime import resolve_device
-    from .study.sweep import sweep
+    from ..runtime import resolve_device
+    from ..study.sweep import sweep
+    from .arguments import describe_data, executor_options, load_input_data, load_input_model
 
     device = resolve_device(args.device)
     model, meta = load_input_model(args, args.source, device)
@@ -244,173 +241,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- the study: `tnconv study` and the example scripts ----------------------------------------
-
-def _levels(text: str) -> tuple[float, ...]:
-    try:
-        vals = tuple(float(v) for v in _split(text))
-    except ValueError:
-        vals = ()
-    if not vals or any(not 0 < v <= 1 for v in vals):
-        raise argparse.ArgumentTypeError(f"levels must be comma-separated fractions in (0, 1], "
-                                         f"got {text!r}")
-    return vals
-
-
-def _add_study_options(p: argparse.ArgumentParser) -> None:
-    """The study's options, shared by ``tnconv study`` and the example scripts."""
-    from .inputs import add_input_options, add_ray_option
-
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--full", action="store_true",
-                   help="run everything (all conv layers, all 7 cuts, 6 levels, the whole test "
-                        "set, longer retraining); the default on a GPU")
-    g.add_argument("--quick", action="store_true",
-                   help="the quick profile (the default without a GPU; <= 15 min on 2 cores)")
-    g.add_argument("--tiny", action="store_true",
-                   help="the tiny CI profile (a narrow model trained briefly; about a minute)")
-    p.add_argument("--dataset", metavar="DATA",
-                   help=f"a dataset name ({', '.join(DATASETS)}; default fashion-mnist, "
-                        "cifar10/cifar100 is the study's setting), an ImageFolder folder or "
-                        "package.module:callable")
-    p.add_argument("--model", help="a model name for tnconv.models.get_model (overrides the "
-                                   "profile's), a checkpoint or package.module:callable")
-    add_input_options(p)
-    add_ray_option(p)
-    p.add_argument("--out", help="run folder (default runs/<script>-<dataset>-<profile>); "
-                                 "rerunning with the same folder resumes the sweeps")
-    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    p.add_argument("--retrain-epochs", type=int,
-                   help="retraining epochs of the truncated model (default: the profile's)")
-    p.add_argument("--epochs", type=int, dest="retrain_epochs_old", help=argparse.SUPPRESS)
-    p.add_argument("--train-epochs", type=int, help="training epochs of the model (default: "
-                                                    "tnconv.train's defaults / the checkpoint)")
-    p.add_argument("--levels", type=_levels,
-                   help="kept fractions of the singular values, e.g. 1,0.75,0.5,0.25,0.1,0.05")
-    p.add_argument("--layers", type=_split,
-                   help="comma-separated layer names or fnmatch patterns, e.g. 'layer4.*'")
-    p.add_argument("--cuts", type=lambda text: _split(text, ";"),
-                   help="cuts separated by ';', e.g. 'out|in,kh,kw;out,kh|in,kw' "
-                        "(default: all 7 bipartitions)")
-    p.add_argument("--test-subset", type=int, help="number of test images (0: all)")
-    p.add_argument("--batch-size", type=int, help="evaluation batch size")
-    p.add_argument("--threshold", type=float,
-                   help="largest accuracy drop counted as little loss (default 0.01)")
-    p.add_argument("--threads", type=int,
-                   help="CPU threads for torch (default: the profile's, 1 for the quick and "
-                        "tiny profiles, which is faster on a busy 2-core CPU; else torch's)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def _profiles_help(profile_set: Any) -> str:
-    return "\n".join(f"  {k} (model {v.model}): "
-                     f"{v.note or 'everything, as described above'}"
-                     for k, v in profile_set.profiles.items())
-
-
-def _add_study(subparsers: argparse._SubParsersAction) -> None:
-    from .study.profiles import PROFILE_SETS
-
-    sets = "\n\n".join(f"profiles of --profiles {name} (--full / --quick / --tiny):\n"
-                     + _profiles_help(ps) for name, ps in PROFILE_SETS.items())
-    p = subcommand(
-        subparsers, _cmd_study,
-        "the correlation-compression study: spectra, sweeps, retraining, a run folder",
-        epilog="examples:\n"
-               "  tnconv study                      # ResNet-50 on a GPU, else the quick CPU "
-               "profile\n"
-               "  tnconv study --full --dataset cifar100   # the study's setting, on a GPU\n"
-               "  tnconv study --profiles cnn4 --tiny --out runs/tiny   # the CI smoke run\n\n"
-               + sets)
-    p.add_argument("--profiles", choices=list(PROFILE_SETS), default="resnet50",
-                   help="the study and its profiles: resnet50 (examples/resnet_cuts.py, the "
-                        "default) or cnn4 (examples/cnn4_cuts.py)")
-    _add_study_options(p)
-
-
-def _retrain_epochs(args: argparse.Namespace) -> int | None:
-    """``--retrain-epochs``, or the deprecated ``--epochs`` (with a warning)."""
-    old = getattr(args, "retrain_epochs_old", None)
-    if old is None:
-        return args.retrain_epochs
-    if args.retrain_epochs is not None and args.retrain_epochs != old:
-        raise ValueError(f"--epochs {old} and --retrain-epochs {args.retrain_epochs} disagree; "
-                         "--epochs is the old name of --retrain-epochs")
-    print("tnconv: --epochs is deprecated for the study, use --retrain-epochs", file=sys.stderr)
-    return old
-
-
-def _study_config(args: argparse.Namespace, profile_set: Any) -> Any:
-    """The profile chosen by the flags with the other options applied."""
-    from .study.profiles import study_config
-
-    names = ("dataset", "model", "train_epochs", "levels", "layers", "cuts", "batch_size",
-             "threshold", "threads", "seed", "test_subset", "ray")
-    return study_config(profile_set, full=args.full, quick=args.quick, tiny=args.tiny,
-                        device=args.device or "auto", out=args.out,
-                        retrain_epochs=_retrain_epochs(args),
-                        progress=False if args.no_progress else None,
-                        **{k: getattr(args, k) for k in names})
-
-
-def _cmd_study(args: argparse.Namespace, profile_set: Any = None) -> int:
-    """The whole study of one trained model: the spectra atlas of every conv layer over all
-    cuts, single-layer and all-layers truncation sweeps over cuts and levels, retraining of
-    the most aggressive truncation that lost accuracy, and a run folder with CSV/JSON
-    tables, PNG plots and summary.md (tnconv.study.experiment.run_study). Rerunning with the
-    same --out resumes the sweeps."""
-    from .inputs import is_own_input, own_label, study_inputs
-    from .runtime import resolve_device
-    from .study.experiment import run_study
-    from .study.profiles import PROFILE_SETS
-
-    given = study_inputs(args, resolve_device(args.device or "auto"))
-    for key in ("model", "dataset"):  # your own model or data: named in the report only
-        if given and getattr(args, key) is not None and is_own_input(getattr(args, key)):
-            setattr(args, key, own_label(getattr(args, key)))
-    cfg = _study_config(args, profile_set or PROFILE_SETS[args.profiles])
-    print(f"summary: {run_study(cfg, **given)['out']}/summary.md")
-    return 0
-
-
-def study_main(argv: Sequence[str] | None = None, *, profiles: str = "resnet50",
-               description: str | None = None) -> int:
-    """The study's command line on its own, with one profile set (the example scripts).
-
-    Parameters
-    ----------
-    argv
-        The options (default ``sys.argv[1:]``); see ``tnconv study --help``.
-    profiles
-        The profile set: a name of :data:`tnconv.study.profiles.PROFILE_SETS`
-        (``"resnet50"`` or ``"cnn4"``).
-    description
-        The ``--help`` description (the script's title).
-
-    Returns
-    -------
-    int
-        The exit status.
-
-    Examples
-    --------
-    >>> study_main(["--tiny", "--out", "runs/tiny"], profiles="cnn4")  # doctest: +SKIP
-    0
-    """
-    from .study.profiles import PROFILE_SETS
-
-    profile_set = PROFILE_SETS[profiles]
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="profiles (--full / --quick / --tiny):\n" + _profiles_help(profile_set))
-    _add_study_options(parser)
-    return _cmd_study(parser.parse_args(None if argv is None else list(argv)), profile_set)
-
-
 #: Registration functions of the subcommands, in --help order.
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_train, _add_eval, _add_spectra, _add_sweep, _add_study, add_compress]
+    _add_train, _add_eval, _add_spectra, _add_sweep, add_study, add_compress]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -421,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     >>> build_parser().parse_args(["eval", "model.pt"]).checkpoint.name
     'model.pt'
     """
-    from ._version import __version__
+    from .._version import __version__
 
     parser = Parser(
         prog="tnconv",

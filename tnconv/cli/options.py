@@ -1,5 +1,5 @@
-"""Building blocks of the ``tnconv`` command line, shared by :mod:`tnconv.cli` and the modules
-that add subcommands to it (:mod:`tnconv.cli_compress`).
+"""Building blocks of the ``tnconv`` command line, shared by every module of
+:mod:`tnconv.cli` that adds a subcommand.
 
 A subcommand is registered by ``add_<name>(subparsers)`` and run by ``cmd_<name>(args)`` (or
 ``_cmd_<name>``): :func:`subcommand` names it after the run function and takes its docstring as
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-__all__ = ["Parser", "Formatter", "subcommand", "add_common_options"]
+__all__ = ["Parser", "Formatter", "subcommand", "add_common_options", "split_list"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -82,3 +82,12 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
         help="download the dataset into the user cache if it is found nowhere",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def split_list(text: str, sep: str = ",") -> list[str]:
+    """Split an option's value at ``sep``, dropping blanks.
+
+    >>> split_list("a, b,,c")
+    ['a', 'b', 'c']
+    """
+    return [v.strip() for v in text.split(sep) if v.strip()]

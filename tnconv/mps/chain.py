@@ -35,13 +35,13 @@ from typing import Any, NamedTuple
 import torch
 from typing_extensions import Unpack
 
-from .contract import contract
-from .cuts import CutSpec, default_chain, format_cut, parse_cut
-from .decomp import Criteria, CriteriaOptions, frobenius_norm
-from .factors import KernelFactors
-from .legs import SplitSpec
-from .mps_ranks import TTSVD, allocate_error, ends_first, ends_first_cores, minimal_ranks
-from .mps_sweeps import (
+from ..contraction import contract
+from ..cuts import CutSpec, default_chain, format_cut, parse_cut
+from ..decomp import Criteria, CriteriaOptions, frobenius_norm
+from ..factors import KernelFactors
+from ..legs import SplitSpec
+from ..network import compute_dtype, import_quimb, layout
+from .als import (
     als_sweeps,
     canonical_minimal,
     chain_dense,
@@ -50,9 +50,9 @@ from .mps_sweeps import (
     left_canonical,
     tail_squares,
 )
-from .network import compute_dtype, import_quimb, layout
+from .ranks import TTSVD, allocate_error, ends_first, ends_first_cores, minimal_ranks
 
-__all__ = ["to_mps", "KernelMPS", "cut_spectra"]
+__all__ = ["KernelMPS", "check_sweeps", "cut_spectra", "decompose_chain"]
 
 #: Relative size ``||tail|| / ||W||`` below which singular values count as zero, per dtype.
 _ZERO_TOL = {torch.float64: 1e-13, torch.float32: 1e-6}
@@ -268,7 +268,12 @@ class KernelMPS(KernelFactors):
                 f"compression={self.compression_ratio:.2f}x, rel_error={self.rel_error:.3g})")
 
 
-def _check_sweeps(sweeps: object) -> int:
+def check_sweeps(sweeps: object) -> int:
+    """Validate ``sweeps=`` of :func:`tnconv.to_mps` (an int >= 0, not a bool).
+
+    >>> check_sweeps(2)
+    2
+    """
     if isinstance(sweeps, bool) or not isinstance(sweeps, int):
         raise TypeError(f"sweeps must be an int >= 0, got {sweeps!r}")
     if sweeps < 0:
@@ -399,7 +404,7 @@ def _measured_error(kernel: torch.Tensor, chain: torch.Tensor, norm2: float,
     return diff / norm if norm > 0 else diff
 
 
-def to_mps(
+def decompose_chain(
     kernel: torch.Tensor,
     cut: CutSpec | None = None,
     *,
@@ -408,66 +413,25 @@ def to_mps(
     sweeps: int = 0,
     **criteria: Unpack[CriteriaOptions],
 ) -> KernelMPS:
-    """Decompose a kernel into a matrix product state (tensor train) along a chain.
+    """TT-SVD of a kernel along one given chain: :func:`tnconv.to_mps` without ``cut="auto"``.
 
-    Parameters
-    ----------
-    kernel
-        A Linear/Conv1d/Conv2d/Conv3d weight (not modified).
-    cut
-        The chain, e.g. ``"out|kh|kw|in"`` (the default for Conv2d) or ``"out,kh|kw|in"``.
-        ``None``: ``out``, spatial legs, ``in``, one site per (sub-)leg (see
-        :func:`tnconv.cuts.default_chain`), so ``split="binary"`` gives a long binary chain.
-        ``"auto"``: the chain with the fewest parameters at ``max_error`` (10 % without it),
-        from :func:`tnconv.best_chain` (12 leg orders; a guided search with sub-legs).
-    max_bond, keep, max_error, cutoff, cutoff_mode
-        Truncation criteria (see :mod:`tnconv.truncate`). ``max_bond``, ``keep`` (fraction of
-        each bond's full rank) and ``cutoff`` act per bond; ``max_error`` bounds the relative
-        error of the whole chain, spent over all bonds together. With none, the chain is exact
-        (numerically zero singular values dropped).
-    split
-        Factor legs into sub-legs first: ``{"out": (4, 4, 4)}``, ``"binary"`` or ``"prime"``.
-    dtype
-        Compute dtype (float32 at least; float64 when asked).
-    sweeps
-        One-site ALS sweeps refining a truncated chain at fixed bond dimensions (int >= 0);
-        :attr:`KernelMPS.sweep_errors` lists the error before and after each.
-
-    Returns
-    -------
-    KernelMPS
-        The chain: quimb network, bond spectra, bond dimensions, parameter count,
-        compression ratio, error bound and measured error, ``to_kernel()``.
-
-    Raises
-    ------
-    TypeError, ValueError
-        Bad kernel, cut, split, criteria or sweeps.
+    The parameters are those of :func:`tnconv.to_mps`; ``cut`` names the chain (``None``: the
+    default chain). :mod:`tnconv.mps.order` searches leg orders with it, and
+    :func:`tnconv.to_mps` calls it once the order is known.
 
     Examples
     --------
-    >>> import torch, tnconv
-    >>> w = torch.randn(64, 32, 3, 3)
-    >>> mps = tnconv.to_mps(w, "out|kh|kw|in", max_bond=8)
-    >>> mps.bond_dims
-    [8, 8, 8]
-    >>> mps.to_kernel().shape
-    torch.Size([64, 32, 3, 3])
-    >>> mps = tnconv.to_mps(w, max_error=0.5)
-    >>> mps.rel_error <= 0.5
-    True
-    >>> auto = tnconv.to_mps(w, "auto", max_error=0.5)
-    >>> auto.num_params <= mps.num_params and auto.rel_error <= 0.5
-    True
+    >>> import torch
+    >>> from tnconv.mps.chain import decompose_chain
+    >>> decompose_chain(torch.randn(8, 4, 3, 3), "out|kh|kw|in", max_bond=2).bond_dims
+    [2, 2, 2]
     """
     import_quimb()  # quimb is needed (for KernelMPS.tn): fail early without it
     crit = Criteria.from_options(criteria)
-    sweeps = _check_sweeps(sweeps)
+    sweeps = check_sweeps(sweeps)
     lay = layout(kernel, split)
     if isinstance(cut, str) and cut.strip().lower() == "auto":
-        from .chains import best_chain  # chains uses to_mps: imported here, not at the top
-
-        cut = best_chain(kernel, split=split, max_error=crit.max_error or 0.1).best
+        raise ValueError("cut='auto' is resolved by tnconv.to_mps; decompose_chain takes a chain")
     if cut is None or isinstance(cut, str):  # parsed once per cut and layout
         sites = _parsed(cut, lay.legs, tuple((k, tuple(v)) for k, v in lay.split.items()))
     else:
