@@ -60,7 +60,7 @@ MUTANTS = [
            (("torch.tensor(float(p.numel())", "torch.tensor(float(s.numel())"),),
            ("tests/test_spectra.py", "-k", "entropy"),
            "entropy(alpha=0) counts zero singular values"),
-    Mutant("prefix-cache-one-batch", "tnconv/study/prefix.py",
+    Mutant("prefix-cache-one-batch", "tnconv/evaluation/prefix.py",
            (("h.element_size() * h[0].numel() * self.n", "h.element_size() * h.numel()"),),
            ("tests/test_mutants.py", "-k", "prefix"),
            "prefix cache size counts one batch, not all images"),

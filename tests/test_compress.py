@@ -159,7 +159,7 @@ def test_sensitivity_not_worse_than_uniform(trained, fmnist_test, tnconv_cache, 
     # offering the data fits never loses accuracy on the sweep data (weights' knapsacks kept)
     assert rs.candidates[0]["accuracy"] >= rw.candidates[0]["accuracy"]
     # cached: a rerun evaluates nothing
-    from tnconv.study import prefix
+    from tnconv.evaluation import prefix
 
     monkeypatch.setattr(prefix.PrefixRunner, "__init__",
                         lambda *a, **k: pytest.fail("evaluated again"))

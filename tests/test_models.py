@@ -196,7 +196,7 @@ def test_resnet20_trains_one_step():
 
 @pytest.mark.parametrize("shortcut", ["A", "B"])
 def test_resnet20_cuts_into_stages_for_prefix_evaluation(shortcut):
-    from tnconv.study.prefix import PrefixRunner, model_stages
+    from tnconv.evaluation.prefix import PrefixRunner, model_stages
 
     torch.manual_seed(0)
     model = resnet20(10, 1, shortcut=shortcut).eval()

@@ -12,7 +12,7 @@ from torch import nn
 
 from tnconv.checkpoints import load_checkpoint, save_checkpoint
 from tnconv.models import cnn4
-from tnconv.study.prefix import PrefixRunner
+from tnconv.evaluation.prefix import PrefixRunner
 
 _META = {"model": "cnn4", "model_kwargs": {"widths": [4, 4, 4, 4]}, "accuracy": 0.5}
 

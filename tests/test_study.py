@@ -13,7 +13,7 @@ from torch import nn
 
 import tnconv
 from tnconv.records import RowLog
-from tnconv.study.prefix import PrefixRunner
+from tnconv.evaluation.prefix import PrefixRunner
 from tnconv.study.sweep import SWEEP_FIELDS
 from tnconv.truncation import truncate
 

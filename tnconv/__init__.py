@@ -51,7 +51,7 @@ from .contraction import contract, contract_tn
 from .cp import KernelCP, to_cp
 from .cuts import all_cuts, default_chain, parse_cut
 from .legs import factorize, kernel_legs
-from .model_layers import conv_layers
+from .model_layers import conv_layers, replace_layer, select_layers
 from .mps import ChainTable, KernelMPS, best_chain, to_mps
 from .network import kernel_tn
 from .records import Records
@@ -98,6 +98,8 @@ __all__ = [
     # core
     "Records",
     "conv_layers",
+    "select_layers",
+    "replace_layer",
     "spectra_atlas",
     "contract",
     "contract_tn",

@@ -1,4 +1,6 @@
-"""Finding layers in a model: :func:`conv_layers` and the one layer selection of tnconv.
+"""The layers of a model: finding them (:func:`conv_layers`), selecting them (the one layer
+selection of tnconv, :func:`select_layers`) and replacing one by its dotted name
+(:func:`replace_layer`, the only place that does).
 
 Everything that works on "some layers of a model" (:func:`tnconv.spectra_atlas`,
 :func:`tnconv.truncate_model`, :func:`tnconv.sweep`, :func:`tnconv.tensorize`) chooses them
@@ -14,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from torch import nn
 
-__all__ = ["conv_layers", "select_layers", "LayerSpec"]
+__all__ = ["conv_layers", "select_layers", "replace_layer", "LayerSpec"]
 
 _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -122,3 +124,61 @@ def select_layers(
     if not chosen:
         raise ValueError(f"no {what} selected by layers={layers!r}{listing}")
     return chosen
+
+
+def replace_layer(model: nn.Module, name: str, module: nn.Module) -> nn.Module:
+    """Put ``module`` where ``model``'s submodule ``name`` (a dotted name) is, in place.
+
+    Every tnconv function that swaps a layer (``tensorize``, ``densify``, ``compress``, the
+    benchmarks) goes through this one function.
+
+    Parameters
+    ----------
+    model
+        The model, modified in place.
+    name
+        The dotted name of an existing submodule, as in ``model.named_modules()``
+        (``"layer1.0.conv1"``); ``""`` names the model itself.
+    module
+        The replacement.
+
+    Returns
+    -------
+    nn.Module
+        ``model`` (with the layer replaced), or ``module`` itself when ``name`` is ``""``: a
+        model cannot replace itself in place, so callers use the returned value.
+
+    Raises
+    ------
+    TypeError
+        ``model`` or ``module`` is not an ``nn.Module``, or ``name`` is not a string.
+    ValueError
+        ``model`` has no submodule ``name``.
+
+    Examples
+    --------
+    >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Sequential(nn.ReLU(), nn.Conv2d(4, 4, 1)))
+    >>> net = replace_layer(net, "1.1", nn.Identity())
+    >>> type(net[1][1]).__name__
+    'Identity'
+    >>> type(replace_layer(net, "", nn.Tanh())).__name__
+    'Tanh'
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a dotted module name (str), got {type(name).__name__}")
+    if name == "":
+        return module
+    parent_name, _, child = name.rpartition(".")
+    try:
+        parent = model.get_submodule(parent_name) if parent_name else model
+        parent.get_submodule(child)
+    except AttributeError:
+        names = [n for n, _ in model.named_modules() if n][:8]
+        raise ValueError(f"model has no submodule {name!r} (some of its modules: "
+                         f"{', '.join(names)})") from None
+    setattr(parent, child, module)
+    return model

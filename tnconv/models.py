@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .cifar_resnets import CifarResNet, resnet20, resnet32, resnet56, resnet110
+from .model_layers import replace_layer
 from .registry import Registry
 
 __all__ = ["CNN4", "CNN4_WIDTHS", "MODELS", "CifarResNet", "check_sizes", "cnn4", "get_model",
@@ -225,14 +226,12 @@ def _adapt_first_conv(model: nn.Module, in_channels: int) -> None:
     """Replace the first 3-channel Conv2d of ``model`` by one with ``in_channels`` inputs."""
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d) and module.in_channels == 3:
-            parent_name, _, child = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
             new = nn.Conv2d(
                 in_channels, module.out_channels, module.kernel_size, module.stride,
                 module.padding, module.dilation, module.groups, module.bias is not None,
                 module.padding_mode,
             )
-            setattr(parent, child, new)
+            replace_layer(model, name, new)
             return
     raise ValueError(f"cannot adapt {type(model).__name__} to in_channels={in_channels}: "
                      "no 3-channel Conv2d found")

@@ -189,7 +189,7 @@ class Evaluator:
         self._kernels: dict[str, torch.Tensor] = {}
 
     def _path(self) -> Path:
-        from ..study.fingerprint import data_fingerprint, state_dict_hash
+        from ..evaluation.fingerprint import data_fingerprint, state_dict_hash
 
         fp = {"v": _VERSION, "model": state_dict_hash(self.model),
               "data": data_fingerprint(self.data), "loss_weight": LOSS_WEIGHT}
@@ -219,7 +219,7 @@ class Evaluator:
 
     def _setup(self) -> Any:
         if self._runner is None:
-            from ..study.prefix import PrefixRunner, default_cache_bytes
+            from ..evaluation.prefix import PrefixRunner, default_cache_bytes
 
             self._work = copy.deepcopy(self.model).to(self.device).eval()
             for p in self._work.parameters():

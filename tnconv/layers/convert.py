@@ -24,7 +24,7 @@ from typing import Any
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..model_layers import LayerSpec, select_layers
+from ..model_layers import LayerSpec, replace_layer, select_layers
 from .base import FactorizedConv2d
 from .cp_conv2d import CPConv2d
 from .mps_conv2d import MPSConv2d
@@ -131,12 +131,6 @@ def _plain_conv(module: nn.Module) -> bool:
             and kind._conv_forward is nn.Conv2d._conv_forward)  # type: ignore[attr-defined]
 
 
-def _set_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
-
-
 def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -222,10 +216,7 @@ def tensorize(
         conv = target.get_submodule(name)
         new = cls.from_conv(conv, **criteria)  # type: ignore[attr-defined]
         new.train(conv.training)
-        if name:
-            _set_submodule(target, name, new)
-        else:  # the model is itself a convolution
-            target = new
+        target = replace_layer(target, name, new)  # name "": the model is itself a conv
         report.layers.append(LayerReport(name, kind, tuple(conv.weight.shape),
                                          sum(p.numel() for p in conv.parameters()),
                                          new.num_params))
@@ -263,7 +254,7 @@ def densify(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     target = model if inplace else copy.deepcopy(model)
     names = [n for n, m in target.named_modules() if isinstance(m, FactorizedConv2d)]
     for name in names:
-        _set_submodule(target, name, target.get_submodule(name).to_conv())
+        replace_layer(target, name, target.get_submodule(name).to_conv())
     return target
 
 
@@ -361,5 +352,5 @@ def refactorize(model: nn.Module, specs: dict[str, dict[str, Any]]) -> nn.Module
             options.update(cut=spec["cut"], split=split or None)
         layer = KINDS[kind].from_conv(conv, **options)
         layer.path = spec.get("path", "auto")
-        _set_submodule(model, name, layer)
+        model = replace_layer(model, name, layer)
     return model

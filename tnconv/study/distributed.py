@@ -39,8 +39,8 @@ from torch import nn
 from ..model_layers import select_layers
 from ..records import Records
 from ..runtime import resolve_device
-from .fingerprint import check_resumable, sweep_fingerprint
-from .prefix import PrefixRunner, default_cache_bytes
+from ..evaluation.fingerprint import check_resumable, sweep_fingerprint
+from ..evaluation.prefix import PrefixRunner, default_cache_bytes
 from .sweep import (
     ALL_LAYERS,
     RowSink,

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .fingerprint import state_dict_hash
+from ..evaluation.fingerprint import state_dict_hash
 
 __all__ = ["FINGERPRINT_FILE", "folder_fingerprint", "check_folder"]
 

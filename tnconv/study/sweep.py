@@ -54,9 +54,9 @@ from ..legs import kernel_legs
 from ..records import Records, RowLog
 from ..runtime import model_device, resolve_device
 from ..truncation import CutSVD
-from .fingerprint import check_resumable, sweep_fingerprint
+from ..evaluation.fingerprint import check_resumable, sweep_fingerprint
 from .model_truncation import LayerSpec, combined_errors, select_layers
-from .prefix import PrefixRunner, default_cache_bytes
+from ..evaluation.prefix import PrefixRunner, default_cache_bytes
 
 __all__ = ["sweep", "sweep_options", "SWEEP_FIELDS", "DEFAULT_LEVELS", "SWEEP_MODES",
            "LEVEL_CRITERIA", "SWEEP_EXECUTORS"]
