@@ -38,8 +38,6 @@ import argparse
 import copy
 import json
 import math
-import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -47,10 +45,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import (
+    RESULTS,
+    SPLIT,
+    command_line,
+    conv_params,
+    environment,
+    split_data,
+    write_result,
+)
 from torch import nn
 
-# run from a checkout without installing: the repository root goes on the path
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import tnconv
 
 # ---------------------------------------------------------------------- config
 CONFIG: dict[str, Any] = {
@@ -59,14 +65,15 @@ CONFIG: dict[str, Any] = {
     "budgets": [0.5, 0.25, 0.1],      # params= fraction of the conv layers' parameters
     # "sensitivity-weights": the sensitivity mode with fit="weights" (no data-fitted factors)
     "modes": ["uniform", "energy", "vbmf", "sensitivity", "sensitivity-weights"],
-    "sens_images": 1000,              # test-split images for the sensitivity sweep
-    "heldout_images": 5000,           # other test-split images, for every accuracy reported
-    "finetune_images": 10000,         # training-split images of the fine-tuning epoch (None: all)
+    # the split (_common.SPLIT, shared with bench_datafit.py and compress_latency.py):
+    "sens_images": SPLIT["sens_images"],          # test-split images for the sensitivity sweep
+    "heldout_images": SPLIT["heldout_images"],    # other test-split images, for every accuracy
+    "finetune_images": SPLIT["finetune_images"],  # training images of the fine-tuning (None: all)
     "finetune_epochs": 1,
     "finetune": {},                   # extra tnconv.fit options (none: compress's defaults)
     "tltorch": True,                  # add tensorly-torch's uniform Tucker where installed
     "cache": True,                    # compress(cache=): the sensitivity sweep is cached
-    "seed": 0,                        # of the test-split permutation and the training subset
+    "seed": SPLIT["seed"],            # of the test-split permutation and the training subset
     "goal_budget": 0.25,
     "goal_points": 0.01,              # (b): within 1 point of dense
     "goal_latency": 0.8,              # (c): latency ratio at the goal budget
@@ -75,32 +82,8 @@ QUICK: dict[str, Any] = {
     "models": ["cnn4"], "budgets": [0.25], "modes": ["uniform", "sensitivity"],
     "sens_images": 200, "heldout_images": 500, "finetune_images": 512, "tltorch": False,
 }
-RESULTS = Path(__file__).parent / "results"
 BASELINES = ("uniform", "energy", "vbmf")
 # -------------------------------------------------------------------------------------------
-
-
-def split_data(test: Any, train: Any, cfg: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """(sensitivity subset, disjoint held-out subset, fine-tuning subset) of ImageDatasets."""
-    gen = torch.Generator().manual_seed(cfg["seed"])
-    perm = torch.randperm(len(test), generator=gen)
-    n_s, n_h = cfg["sens_images"], cfg["heldout_images"]
-    if n_s + n_h > len(test):
-        raise ValueError(f"sens_images + heldout_images = {n_s + n_h} > {len(test)} test images")
-    sens, held = test.subset(perm[:n_s]), test.subset(perm[n_s:n_s + n_h])
-    n_t = cfg["finetune_images"]
-    tune = train if n_t is None or n_t >= len(train) else train.subset(n_t, seed=cfg["seed"])
-    return sens, held, tune
-
-
-def _conv_params(model: nn.Module) -> int:
-    """Parameters (weights and biases) of the conv layers, dense or factored."""
-    total = 0
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d) or type(m).__name__ in (
-                "FactorizedConv", "MPSConv2d", "TuckerConv2d", "CPConv2d"):
-            total += sum(p.numel() for p in m.parameters())
-    return total
 
 
 def _tucker_fraction(shape: Sequence[int], target: float) -> float:
@@ -143,8 +126,7 @@ def tltorch_tucker(model: nn.Module, budget: float) -> tuple[nn.Module, list[str
         except Exception as exc:  # noqa: BLE001 - reported, the layer stays dense
             failed.append(f"{name}: {type(exc).__name__}: {exc}"[:200])
             continue
-        parent, _, child = name.rpartition(".")
-        setattr(out.get_submodule(parent) if parent else out, child, new)
+        out = tnconv.replace_layer(out, name, new)
     return out, failed
 
 
@@ -207,7 +189,7 @@ def run_tltorch_cell(model: nn.Module, budget: float, data: tuple[Any, Any, Any]
     small = small.to(device)
     row: dict[str, Any] = {
         "mode": "tltorch-tucker", "budget": budget, "compress_s": time.perf_counter() - t0,
-        "params_fraction": _conv_params(small) / _conv_params(model), "flops_fraction": None,
+        "params_fraction": conv_params(small) / conv_params(model), "flops_fraction": None,
         "layers_left_dense": failed,
     }
     if input_size is not None:
@@ -381,8 +363,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parse(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    import tnconv
-    from tnconv.checkpoints import train_or_load
     from tnconv.data import load_dataset
 
     cfg = _config(args)
@@ -392,24 +372,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     test, train = load_dataset(cfg["dataset"], "test"), load_dataset(cfg["dataset"], "train")
     data = split_data(test, train, cfg)
     tag = "quick" if args.quick else "-".join(cfg["models"])
-    out = args.out or RESULTS / f"bench_compress_{device.type}_{tag}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    stem = f"bench_compress_{device.type}_{tag}"
+    out = args.out or RESULTS / f"{stem}.json"
+    env = environment(device, packages=("tensorly", "tltorch"))
     result: dict[str, Any] = {
         "benchmark": "tnconv.compress: accuracy against params budget per allocation mode, "
                      "before and after fine-tuning; tensorly-torch uniform Tucker reference",
-        "command": "python benchmarks/bench_compress.py " + " ".join(sys.argv[1:] if argv is None
-                                                                  else argv),
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-        else platform.processor() or platform.machine(),
-        "torch": torch.__version__, "tnconv": tnconv.__version__,
-        "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "load_average_start": list(os.getloadavg()),
+        "command": command_line(__file__, argv),
         "config": {**cfg, "finetune_images": len(data[2]), "finetune": {
             **cfg["finetune"], "note": "over compress's FINETUNE_DEFAULTS"}},
         "finetune": not args.no_finetune, "dense_accuracy": {}, "rows": [], "notes": [],
     }
-    print(f"device {result['device_name']}, torch {torch.__version__}, {result['threads']} "
+    print(f"device {env['device_name']}, torch {torch.__version__}, {env['threads']} "
           f"threads; sens {len(data[0])}, held-out {len(data[1])}, fine-tune {len(data[2])} "
           f"images", flush=True)
     print(_HEAD, flush=True)
@@ -420,12 +394,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["notes"] = sorted(set(result["notes"]) | set(notes))
         result["goals"] = goals(result["rows"], cfg)
         result["elapsed_s"] = time.perf_counter() - t_start
-        result["load_average_end"] = list(os.getloadavg())
-        out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        write_result(stem, result, out, env=env)
 
     t_start = time.perf_counter()
     for name in cfg["models"]:
-        model, _ = train_or_load(name, cfg["dataset"], device=device, progress=False)
+        model, _ = tnconv.train_or_load(name, cfg["dataset"], device=device, progress=False)
         dense, rows, notes = run_model(model, name, data, cfg, device, finetune=not
                                        args.no_finetune, progress=args.progress, on_row=save)
         result["dense_accuracy"][name] = dense

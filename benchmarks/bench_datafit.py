@@ -20,24 +20,19 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import sys
 import time
-from pathlib import Path
 
 import torch
+from _common import command_line, environment, split_data, write_result
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_compress import CONFIG, split_data  # noqa: E402
-from tnconv.checkpoints import train_or_load  # noqa: E402
-from tnconv.compression.candidates import SVDFamily, build_layer  # noqa: E402
-from tnconv.compression.datafit import DATA_CUT, ResponseFamily, output_moments  # noqa: E402
-from tnconv.data import load_dataset  # noqa: E402
-from tnconv.model_layers import conv_layers  # noqa: E402
-from tnconv.train import evaluate  # noqa: E402
+from tnconv import train_or_load
+from tnconv.compression.candidates import SVDFamily, build_layer
+from tnconv.compression.datafit import DATA_CUT, ResponseFamily, output_moments
+from tnconv.data import load_dataset
+from tnconv.model_layers import conv_layers, replace_layer
+from tnconv.train import evaluate
 
 FRACTIONS = (0.5, 0.25, 0.12)
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -46,11 +41,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    env = environment()
     t0 = time.perf_counter()
     model, _ = train_or_load(args.model, "fashion-mnist", device="cpu", progress=False)
     model.eval()
     sens, held, _ = split_data(load_dataset("fashion-mnist", "test"),
-                               load_dataset("fashion-mnist", "train"), CONFIG)
+                               load_dataset("fashion-mnist", "train"))
     convs = [(n, m) for n, m in conv_layers(model) if isinstance(m, torch.nn.Conv2d)
              and m.groups == 1]
     moments = output_moments(model, sens, [n for n, _ in convs], device=torch.device("cpu"))
@@ -64,10 +60,8 @@ def main(argv: list[str] | None = None) -> dict:
             r = max(1, int(frac * w.numel() / (w.shape[0] + w[0].numel())))
             row = {"layer": name, "shape": list(w.shape), "fraction": frac, "rank": r}
             for fit, fam in fams.items():
-                trial = copy.deepcopy(model)
-                parent, _, child = name.rpartition(".")
                 layer = build_layer(conv, fam.option((r,)))
-                setattr(trial.get_submodule(parent) if parent else trial, child, layer)
+                trial = replace_layer(copy.deepcopy(model), name, layer)
                 row[fit] = evaluate(trial, held)["accuracy"]
             rows.append(row)
             print(f"{name:<28} {frac:>5.2f} r={r:<4} weights {row['weights']:.4f} "
@@ -75,15 +69,13 @@ def main(argv: list[str] | None = None) -> dict:
     wins = sum(r["data"] > r["weights"] for r in rows)
     ties = sum(r["data"] == r["weights"] for r in rows)
     out = {"benchmark": "bench_datafit: one layer at a time, cut out|in,kh,kw, data vs weights",
-           "command": "python benchmarks/bench_datafit.py " + " ".join(sys.argv[1:]),
+           "command": command_line(__file__, argv),
            "model": args.model, "dense_accuracy": dense, "sens_images": len(sens),
-           "heldout_images": len(held), "threads": args.threads,
-           "date": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows,
+           "heldout_images": len(held), "rows": rows,
            "data_better_equal_worse": [wins, ties, len(rows) - wins - ties],
            "mean_gain_points": 100 * sum(r["data"] - r["weights"] for r in rows) / len(rows),
            "elapsed_s": time.perf_counter() - t0}
-    path = RESULTS / f"bench_datafit_cpu_{args.model}.json"
-    path.write_text(json.dumps(out, indent=1) + "\n")
+    path = write_result(f"bench_datafit_cpu_{args.model}", out, env=env)
     print(f"data fit better/equal/worse: {out['data_better_equal_worse']}, mean gain "
           f"{out['mean_gain_points']:.2f} points; wrote {path}")
     return out

@@ -11,25 +11,23 @@ take (the rest: batch norm, ReLU, pooling, the classifier). Writes
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
+from _common import command_line, environment, interleaved, split_data, write_result
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_compress import CONFIG, split_data  # noqa: E402
-from tnconv.checkpoints import train_or_load  # noqa: E402
-from tnconv.compression import compress  # noqa: E402
-from tnconv.data import load_dataset  # noqa: E402
-from tnconv.layers import FactorizedConv2d  # noqa: E402
+from tnconv import train_or_load
+from tnconv.compression import compress
+from tnconv.data import load_dataset
+from tnconv.layers import FactorizedConv2d
 
 # ---------------------------------------------------------------------- config
 ROUNDS, WARMUP, BATCH, BUDGET = 30, 3, 256, 0.25
-OUT = Path(__file__).resolve().parent / "results" / "compress_latency_cnn4.json"
+NAME = "compress_latency_cnn4"  # results/<NAME>.json
 
 
 def _time_convs(model: nn.Module, store: dict[str, list[float]]) -> None:
@@ -47,10 +45,14 @@ def _time_convs(model: nn.Module, store: dict[str, list[float]]) -> None:
         conv.register_forward_hook(post)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=None, help=f"JSON path (default results/{NAME}.json)")
+    args = parser.parse_args(argv)
+    env = environment()
     model, _ = train_or_load("cnn4", "fashion-mnist", device="cpu", progress=False)
     sens, _, _ = split_data(load_dataset("fashion-mnist", "test"),
-                            load_dataset("fashion-mnist", "train"), CONFIG)
+                            load_dataset("fashion-mnist", "train"))
     small, rep = compress(model, sens, params=BUDGET, allocate="sensitivity", progress=False,
                           latency=False)
     models = {"dense": model, "compressed": small}
@@ -58,36 +60,29 @@ def main() -> None:
     for key, m in models.items():
         _time_convs(m, layers[key])
     x = torch.zeros(BATCH, 1, 28, 28)
-    times: dict[str, list[float]] = {k: [] for k in models}
+    calls = {key: (lambda m=m: m(x)) for key, m in models.items()}
     with torch.inference_mode():
-        for m in models.values():
-            for _ in range(WARMUP):
-                m(x)
+        interleaved(calls, WARMUP)  # warm-up rounds, then the hooks' records start afresh
         for store in layers.values():
             store.clear()
-        for _ in range(ROUNDS):
-            for key, m in models.items():
-                t = time.perf_counter()
-                m(x)
-                times[key].append(time.perf_counter() - t)
-    med = {k: statistics.median(v) for k, v in times.items()}
+        timed = interleaved(calls, ROUNDS)
+    times = {k: t.times for k, t in timed.items()}
+    med = {k: t.median for k, t in timed.items()}
     conv_ms = {k: {n: 1e3 * statistics.median(v) for n, v in store.items()}
                for k, store in layers.items()}
     ratios = [c / d for c, d in zip(times["compressed"], times["dense"], strict=True)]
     q = statistics.quantiles(ratios, n=10)
-    out = {"device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__,
-           "params_fraction": rep.params_fraction, "layers": [r.name for r in rep.layers
+    out = {"params_fraction": rep.params_fraction, "layers": [r.name for r in rep.layers
                                                                if r.method != "dense"],
            "median_ms": {k: 1e3 * v for k, v in med.items()},
            "conv_ms": conv_ms,
            "conv_share": {k: sum(conv_ms[k].values()) / (1e3 * med[k]) for k in models},
            "ratio_of_medians": med["compressed"] / med["dense"],
            "ratio_median": statistics.median(ratios), "ratio_p10_p90": [q[0], q[-1]],
-           "command": "python benchmarks/compress_latency.py", "rounds": ROUNDS,
-           "batch": BATCH, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    text = json.dumps(out, indent=1)
-    print(text)
-    OUT.write_text(text + "\n")
+           "command": command_line(__file__, argv), "rounds": ROUNDS, "batch": BATCH}
+    print(json.dumps(out, indent=1))
+    print(f"wrote {write_result(NAME, out, args.out, env=env)}")
+    return out
 
 
 if __name__ == "__main__":

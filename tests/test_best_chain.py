@@ -85,7 +85,7 @@ def test_finds_hidden_leg_order_among_12_chains():
         ranks = _numpy_ranks(w, sites, SIZES, LEGS)
         assert row["bond_dims"] == ranks, row["chain"]
         assert row["num_params"] == _param_count([SIZES[s[0]] for s in sites], ranks)
-        assert row["compression"] == pytest.approx(w.numel() / row["num_params"])
+        assert row["compression_ratio"] == pytest.approx(w.numel() / row["num_params"])
         assert row["rel_error"] <= 1e-6
     params = [r["num_params"] for r in table]
     assert params == sorted(params)
@@ -206,7 +206,7 @@ def test_atlas_best_chain_columns():
         for row in mine:
             assert row["best_chain"] == table.best
             assert row["best_chain_params"] == table[0]["num_params"]
-            assert row["best_chain_compression"] == pytest.approx(
+            assert row["best_chain_compression_ratio"] == pytest.approx(
                 module.weight.numel() / table[0]["num_params"])
             assert row["best_chain_error"] <= 0.1 + 1e-6
             assert row["default_chain_params"] == tnconv.to_mps(

@@ -243,8 +243,8 @@ def test_bad_models_and_flops_without_size():
         compress(_net(), flops=0.5, allocate="energy", progress=False)
 
 
-@pytest.mark.parametrize("name", ["api", "evbmf", "candidates", "allocate", "sensitivity",
-                                  "summary", "datafit"])
+@pytest.mark.parametrize("name", ["api", "families", "candidates", "allocate", "sensitivity",
+                                  "choose", "latency", "summary", "storage", "datafit"])
 def test_docstring_examples(name):
     module = importlib.import_module(f"tnconv.compression.{name}")
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)

@@ -6,8 +6,13 @@ import pytest
 import torch
 from torch import nn
 
-from tnconv.compression.allocate import LayerChoices
-from tnconv.compression.candidates import SVDFamily, build_layer, dense_option, layer_families
+from tnconv.compression.candidates import (
+    LayerChoices,
+    SVDFamily,
+    build_layer,
+    dense_option,
+    layer_families,
+)
 from tnconv.compression.datafit import ResponseFamily, output_moments, with_data_families
 
 pytestmark = pytest.mark.usefixtures("one_thread")

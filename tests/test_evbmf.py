@@ -1,4 +1,4 @@
-"""EVBMF ranks (tnconv.compression.evbmf) against known ranks and an independent closed form."""
+"""EVBMF ranks (tnconv.evbmf) against known ranks and an independent closed form."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tnconv.compression import evbmf
+from tnconv.evbmf import evbmf
 
 
 def _low_rank(rows: int, cols: int, rank: int, noise: float, seed: int) -> torch.Tensor:

@@ -77,8 +77,11 @@ def test_report_counts_and_table():
                                       for r in report.layers)
     assert report.model_params_before == sum(p.numel() for p in net.parameters())
     assert report.model_params_after == sum(p.numel() for p in new.parameters())
-    assert report.ratio == pytest.approx(report.params_before / report.params_after)
-    assert report.ratio > 1
+    assert report.compression_ratio == pytest.approx(report.params_before / report.params_after)
+    assert report.compression_ratio > 1
+    assert report.params_fraction == pytest.approx(1 / report.compression_ratio)
+    with pytest.warns(FutureWarning, match="TensorizeReport.ratio is renamed"):
+        assert report.ratio == report.compression_ratio
     rows = report.to_dicts()
     assert rows[0]["name"] == "0" and rows[0]["shape"] == "8x3x3x3"
     assert "whole model" in str(report)

@@ -165,8 +165,8 @@ def test_max_error_at_most_the_best_ends_first_chain(eps):
 
 
 def test_ends_first_error_is_exact():
-    from tnconv.mps.ranks import ends_first, ends_first_cores
     from tnconv.mps.als import chain_dense
+    from tnconv.mps.ranks import ends_first, ends_first_cores
 
     for name, w in KERNELS[1:4]:
         a = torch.from_numpy(chain_array(w, "out|kh|kw|in"))

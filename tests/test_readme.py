@@ -77,7 +77,7 @@ def _check_tour(ns: dict) -> None:
     assert report.rel_error == pytest.approx(tail, abs=1e-6)
     assert float(ns["curve"].rel_error[24]) == pytest.approx(tail, abs=1e-6)
     assert float((ns["wt"] - w).norm() / w.norm()) == pytest.approx(tail, abs=1e-5)
-    assert report.params_factored == (192 + 96) * 24
+    assert report.params_after == (192 + 96) * 24
     mps = ns["mps"]
     assert mps.bond_dims == [8, 8, 8]
     assert float((mps.to_kernel() - w).norm() / w.norm()) == pytest.approx(mps.rel_error)
@@ -92,8 +92,8 @@ def _check_layers(ns: dict) -> None:
     assert isinstance(layer, tnconv.CPConv2d)
     assert 3.6 <= sum(p.numel() for p in conv.parameters()) / layer.num_params <= 4.4
     report = ns["report"]
-    assert 3.6 <= report.ratio <= 4.4
-    assert report.ratio == pytest.approx(report.params_before / report.params_after)
+    assert 3.6 <= report.compression_ratio <= 4.4
+    assert report.compression_ratio == pytest.approx(report.params_before / report.params_after)
     assert len(report.layers) == 20  # every conv of the ResNet-18 stand-in
     dense, small = ns["dense"], ns["small"]
     assert not any(isinstance(m, tnconv.MPSConv2d) for m in dense.modules())

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import tnconv
-from tnconv.records import RowLog
 from tnconv.evaluation.prefix import PrefixRunner
+from tnconv.records import RowLog
 from tnconv.study.sweep import SWEEP_FIELDS
 from tnconv.truncation import truncate
 
@@ -315,7 +315,7 @@ def test_sweep_single_equals_brute_force_loop():
     for row, r in zip(rows, ref):
         assert list(row) == list(SWEEP_FIELDS)
         assert (row["layer"], row["cut"], row["level"]) == (r["layer"], r["cut"], r["level"])
-        for f in ("rank", "full_rank", "rel_error", "norm_loss", "params_factored", "shape"):
+        for f in ("rank", "full_rank", "rel_error", "norm_loss", "params_after", "shape"):
             assert row[f] == r[f], f
         assert row["accuracy"] == r["accuracy"]
         assert row["loss"] == pytest.approx(r["loss"], rel=1e-6)
@@ -356,7 +356,7 @@ def test_sweep_all_layers_equals_truncate_model():
         assert row["accuracy"] == ref["accuracy"]
         assert row["loss"] == pytest.approx(ref["loss"], rel=1e-6)
         assert row["rank"] == sum(r["rank"] for r in rep)
-        assert row["params_factored"] == sum(r["params_factored"] for r in rep)
+        assert row["params_after"] == sum(r["params_after"] for r in rep)
         ws = [model.get_submodule(r["layer"]).weight.detach().double() for r in rep]
         wt = [small.get_submodule(r["layer"]).weight.detach().double() for r in rep]
         num = sum(float((a - b).pow(2).sum()) for a, b in zip(ws, wt))
@@ -494,3 +494,15 @@ def test_run_study_refuses_a_folder_of_another_model(fmnist_test, tmp_path, monk
     (tmp_path / "old" / "atlas.csv").write_text("x\n")
     with pytest.raises(ValueError, match="no fingerprint.json"):
         run_study(dataclasses.replace(cfg, out=str(tmp_path / "old")))
+
+
+def test_sweep_defaults_match_the_signature():
+    """The engine's option table (shared with the Ray executor) is sweep's signature."""
+    import inspect
+
+    from tnconv.study.sweep import sweep as sweep_fn
+    from tnconv.study.sweep_engine import SWEEP_DEFAULTS
+
+    params = {k: p.default for k, p in inspect.signature(sweep_fn).parameters.items()
+              if p.kind is p.KEYWORD_ONLY}
+    assert params == SWEEP_DEFAULTS

@@ -6,14 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tnconv.checkpoints import (
-    default_checkpoint_path,
-    load_checkpoint,
-    save_checkpoint,
-    train_or_load,
-)
+from tnconv.checkpoints import default_checkpoint_path, load_checkpoint, save_checkpoint
 from tnconv.data import ImageDataset
 from tnconv.models import cnn4
+from tnconv.pretrained import train_or_load
 from tnconv.train import OPTIMIZERS, SCHEDULES, evaluate, fit, train_config
 
 
@@ -259,13 +255,15 @@ def test_train_or_load_cache_respects_overrides(tnconv_cache, monkeypatch, tmp_p
     assert "lr" in capsys.readouterr().out
 
 
-def test_old_import_paths_still_work():
+def test_train_or_load_has_one_home():
+    """train_or_load sits above train and checkpoints (no cycle): neither re-exports it."""
+    import tnconv
     import tnconv.checkpoints as ck
-    import tnconv.runtime as rt
+    import tnconv.pretrained as pre
     import tnconv.train as tr
 
-    assert tr.save_checkpoint is ck.save_checkpoint and tr.train_or_load is ck.train_or_load
-    assert tr.resolve_device is rt.resolve_device
+    assert tnconv.train_or_load is pre.train_or_load
+    assert not hasattr(tr, "train_or_load") and not hasattr(ck, "train_or_load")
 
 
 @pytest.mark.parametrize("registry,bad,valid", [

@@ -38,9 +38,14 @@ def test_report_fields():
     assert rep.cut == "out,kh|in,kw"
     assert rep.shape == (8, 6, 3, 3)
     assert (rep.rank, rep.full_rank) == (5, 18)
-    assert rep.params_factored == (24 + 18) * 5
-    assert rep.params_dense == w.numel()
-    assert rep.compression == pytest.approx(w.numel() / rep.params_factored)
+    assert rep.params_after == (24 + 18) * 5
+    assert rep.params_before == w.numel()
+    assert rep.compression_ratio == pytest.approx(w.numel() / rep.params_after)
+    assert rep.params_fraction == pytest.approx(1 / rep.compression_ratio)
+    with pytest.warns(FutureWarning, match="renamed 'params_after'"):
+        assert rep.params_factored == rep.params_after
+    with pytest.warns(FutureWarning, match="renamed 'compression_ratio'"):
+        assert rep.compression == rep.compression_ratio
     s = np.linalg.svd(numpy_matrix(w, "out,kh|in,kw"), compute_uv=False)
 
     def bits(v):  # von Neumann entropy of p = v^2 / sum v^2, from the float64 numpy SVD
@@ -125,7 +130,7 @@ def test_cut_svd_reuse_matches_numpy_reference():
                                               abs=1e-12)
         kept = math.sqrt((s[:r] ** 2).sum() / (s**2).sum())
         assert rep.norm_loss == pytest.approx(1 - kept, abs=1e-12)
-        assert rep.params_factored == (24 + 18) * r
+        assert rep.params_after == (24 + 18) * r
     with pytest.raises(ValueError, match=r"rank must be in \[1, 18\]"):
         svd.reconstruct(19)
 

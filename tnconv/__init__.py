@@ -80,6 +80,7 @@ _EXPORTS: dict[str, str] = {
     "evaluate": "train",
     "save_checkpoint": "checkpoints",
     "load_checkpoint": "checkpoints",
+    "train_or_load": "pretrained",
     # the study
     "truncate_model": "study",
     "sweep": "study",
@@ -143,6 +144,7 @@ __all__ = [
     "evaluate",
     "save_checkpoint",
     "load_checkpoint",
+    "train_or_load",
     "truncate_model",
     "sweep",
     "retrain",
@@ -156,7 +158,8 @@ __all__ = [
 
 
 #: Subpackages and modules reachable as attributes after a plain ``import tnconv``.
-_SUBMODULES = ("layers", "study", "compression", "models", "data", "train", "checkpoints", "cli")
+_SUBMODULES = ("layers", "study", "compression", "evaluation", "models", "data", "train",
+               "checkpoints", "pretrained", "cli")
 
 
 def __getattr__(name: str) -> Any:
@@ -181,5 +184,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .data import load_dataset
     from .layers import CPConv2d, MPSConv2d, TuckerConv2d, densify, tensorize
     from .models import cnn4, get_model, resnet50
+    from .pretrained import train_or_load
     from .study import retrain, spectra_atlas_many, sweep, truncate_model
     from .train import evaluate, fit

@@ -95,7 +95,7 @@ def spectra_atlas(
         Also search each layer's best MPS chain at 10% relative error
         (:func:`tnconv.chains.best_chain`, a few MPS decompositions per layer: much slower
         than the spectra) and add to every row of the layer ``best_chain``,
-        ``best_chain_params``, ``best_chain_compression``, ``best_chain_error`` and, for
+        ``best_chain_params``, ``best_chain_compression_ratio``, ``best_chain_error`` and, for
         comparison, ``default_chain_params`` (the default chain ``out|kh|kw|in`` at 10%).
 
     Returns
@@ -155,7 +155,7 @@ def _best_chain_columns(kernels: list[tuple[str, torch.Tensor]]) -> list[dict[st
         table = find_best_chain(w, max_error=BEST_CHAIN_ERROR)
         top, default = table.rows[0], table.default_row
         cols.append({"best_chain": top["chain"], "best_chain_params": top["num_params"],
-                     "best_chain_compression": top["compression"],
+                     "best_chain_compression_ratio": top["compression_ratio"],
                      "best_chain_error": top["rel_error"],
                      "default_chain_params": None if default is None else default["num_params"]})
     return cols

@@ -28,8 +28,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BasicBlock", "CIFAR_RESNET_DEPTHS", "CifarResNet", "resnet20", "resnet32",
-           "resnet56", "resnet110"]
+__all__ = ["BasicBlock", "CIFAR_RESNET_DEPTHS", "CifarResNet", "check_sizes", "resnet20",
+           "resnet32", "resnet56", "resnet110"]
+
+
+def check_sizes(num_classes: int, in_channels: int) -> None:
+    """Raise a TypeError / ValueError unless both sizes are positive ints (every constructor).
+
+    Examples
+    --------
+    >>> check_sizes(10, 1)
+    """
+    for label, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{label} must be an int, got {type(value).__name__}")
+        if value < 1:
+            raise ValueError(f"{label} must be >= 1, got {value}")
+
 
 #: Blocks per stage of each depth (``depth = 6 n + 2``).
 CIFAR_RESNET_DEPTHS: dict[int, int] = {20: 3, 32: 5, 56: 9, 110: 18}
@@ -100,8 +115,6 @@ class CifarResNet(nn.Module):
     def __init__(self, depth: int = 20, num_classes: int = 10, in_channels: int = 3, *,
                  shortcut: str = "B") -> None:
         super().__init__()
-        from .models import check_sizes
-
         check_sizes(num_classes, in_channels)
         if depth not in CIFAR_RESNET_DEPTHS:
             raise ValueError(f"depth must be one of {sorted(CIFAR_RESNET_DEPTHS)}, got "

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .cifar_resnets import CifarResNet, resnet20, resnet32, resnet56, resnet110
+from .cifar_resnets import CifarResNet, check_sizes, resnet20, resnet32, resnet56, resnet110
 from .model_layers import replace_layer
 from .registry import Registry
 
@@ -30,20 +30,6 @@ __all__ = ["CNN4", "CNN4_WIDTHS", "MODELS", "CifarResNet", "check_sizes", "cnn4"
 #: Default channel widths of the four convolutions of :func:`cnn4`.
 CNN4_WIDTHS: tuple[int, int, int, int] = (32, 64, 128, 256)
 
-
-
-def check_sizes(num_classes: int, in_channels: int) -> None:
-    """Raise a TypeError / ValueError unless both sizes are positive ints (every constructor).
-
-    Examples
-    --------
-    >>> check_sizes(10, 1)
-    """
-    for label, value in (("num_classes", num_classes), ("in_channels", in_channels)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{label} must be an int, got {type(value).__name__}")
-        if value < 1:
-            raise ValueError(f"{label} must be >= 1, got {value}")
 
 
 class CNN4(nn.Sequential):

@@ -119,6 +119,9 @@ class RowLog:
         ``key(row)``: what makes a row unique. Rows read back with a key seen before are
         dropped with a warning (two runs wrote the same file), and the file is rewritten
         without them when next opened for writing.
+    renamed
+        Old column name -> new one: a file written before a column was renamed is read (and
+        resumed, its header kept) as if it had the new names.
 
     Examples
     --------
@@ -137,7 +140,9 @@ class RowLog:
         *,
         string_fields: Iterable[str] = (),
         key: Callable[[dict[str, Any]], Hashable] | None = None,
+        renamed: dict[str, str] | None = None,
     ) -> None:
+        self.renamed = dict(renamed or {})
         self.path = Path(path)
         ext = self.path.suffix.lower()
         if ext not in ROW_FORMATS:
@@ -280,14 +285,17 @@ class RowLog:
                 if not line.strip():
                     continue
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"{self.path}: line {i} is not JSON ({exc})") from exc
+                rows.append({self.renamed.get(k, k): v for k, v in row.items()}
+                            if isinstance(row, dict) else row)
             return rows
         reader = csv.reader(io.StringIO(text))
         header = next(reader, None)
         if header is None:
             return []
+        header = [self.renamed.get(h, h) for h in header]
         if header != self.fields:
             raise ValueError(
                 f"{self.path}: its columns {header} differ from this run's {self.fields}; "

@@ -6,8 +6,8 @@ bf16 autocast on CUDA, channels_last); :func:`evaluate` measures top-1 (and top-
 loss. The optimizers and schedules are the registries :data:`OPTIMIZERS` and :data:`SCHEDULES`;
 the per model / dataset / device defaults are in :data:`TRAIN_DEFAULTS` (:func:`train_config`).
 
-Checkpoints and :func:`~tnconv.checkpoints.train_or_load` live in :mod:`tnconv.checkpoints`;
-their names are re-exported here for old imports.
+Checkpoints are :mod:`tnconv.checkpoints`; a trained model from the cache or trained now is
+:func:`tnconv.pretrained.train_or_load` (which uses this module and that one).
 """
 
 from __future__ import annotations
@@ -21,13 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoints import (
-    CHECKPOINT_FORMAT,
-    default_checkpoint_path,
-    load_checkpoint,
-    save_checkpoint,
-    train_or_load,
-)
 from .data import ImageDataset, canonical_name, loaders
 from .registry import Registry
 from .runtime import autocast, model_device, resolve_device
@@ -39,13 +32,6 @@ __all__ = [
     "evaluate",
     "fit",
     "train_config",
-    # re-exported: tnconv.runtime.resolve_device and tnconv.checkpoints
-    "CHECKPOINT_FORMAT",
-    "default_checkpoint_path",
-    "load_checkpoint",
-    "resolve_device",
-    "save_checkpoint",
-    "train_or_load",
 ]
 
 

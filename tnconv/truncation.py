@@ -22,6 +22,7 @@ from typing_extensions import Unpack
 from .cuts import CutSpec, format_cut
 from .decomp import Criteria, CriteriaOptions, norm_loss, svd, tail_errors
 from .legs import SplitSpec
+from .runtime import renamed
 from .spectra import entropy, matricize
 
 __all__ = ["truncate", "CutSVD", "TruncationReport"]
@@ -44,10 +45,14 @@ class TruncationReport:
         ``1 - ||W_r||_F / ||W||_F``.
     entropy_before, entropy_after
         Von Neumann entropy (bits) of the full and of the kept spectrum.
-    params_factored
+    params_before
+        Number of kernel entries (the dense kernel).
+    params_after
         ``rows * rank + rank * cols``: parameters of the two factors.
-    params_dense
-        Number of kernel entries.
+
+    The derived sizes use tnconv's one vocabulary: :attr:`params_fraction` (after / before) and
+    :attr:`compression_ratio` (before / after). ``params_factored``, ``params_dense`` and
+    ``compression`` are the old names (one release, with a ``FutureWarning``).
     """
 
     cut: str
@@ -58,19 +63,28 @@ class TruncationReport:
     norm_loss: float
     entropy_before: float
     entropy_after: float
-    params_factored: int
-    params_dense: int
+    params_before: int
+    params_after: int
 
     @property
-    def compression(self) -> float:
-        """``params_dense / params_factored``."""
-        return self.params_dense / self.params_factored
+    def compression_ratio(self) -> float:
+        """``params_before / params_after``."""
+        return self.params_before / self.params_after
+
+    @property
+    def params_fraction(self) -> float:
+        """``params_after / params_before``."""
+        return self.params_after / self.params_before
+
+    params_factored = renamed("params_factored", "params_after")
+    params_dense = renamed("params_dense", "params_before")
+    compression = renamed("compression", "compression_ratio")
 
     def as_dict(self) -> dict[str, Any]:
         """The report as a flat dict (``shape`` as a string like ``'64x3x3x3'``)."""
         d = asdict(self)
         d["shape"] = "x".join(map(str, self.shape))
-        d["compression"] = self.compression
+        d["compression_ratio"] = self.compression_ratio
         return d
 
 
@@ -170,8 +184,8 @@ class CutSVD:
             norm_loss=norm_loss(self.s, r),
             entropy_before=self._entropy,
             entropy_after=float(entropy(self.s[:r])),
-            params_factored=(self.rows + self.cols) * r,
-            params_dense=math.prod(self.shape),
+            params_before=math.prod(self.shape),
+            params_after=(self.rows + self.cols) * r,
         )
 
     def truncate(self, criteria: Criteria | None = None, **kwargs: Any

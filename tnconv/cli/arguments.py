@@ -115,8 +115,9 @@ def load_state_dict_file(model: nn.Module, path: str | os.PathLike) -> nn.Module
 def load_input_model(args: argparse.Namespace, spec: str, device: torch.device
                      ) -> tuple[nn.Module, dict[str, Any]]:
     """The model named by ``spec`` (module docstring) and what is known of it (``meta``)."""
-    from ..checkpoints import load_checkpoint, train_or_load
+    from ..checkpoints import load_checkpoint
     from ..models import MODELS, get_model
+    from ..pretrained import train_or_load
 
     weights, state_file = getattr(args, "weights", None), getattr(args, "state_dict", None)
     path = Path(spec).expanduser()

@@ -60,7 +60,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     """Train a model on a dataset with the defaults of tnconv.train.TRAIN_DEFAULTS (options
     below override them), evaluate it on the test split and save a checkpoint
     (tnconv.train_or_load)."""
-    from ..checkpoints import default_checkpoint_path, train_or_load
+    from ..checkpoints import default_checkpoint_path
+    from ..pretrained import train_or_load
 
     options = {key: getattr(args, key) for key in ("batch_size", "lr", "optimizer", "schedule")
                if getattr(args, key) is not None}

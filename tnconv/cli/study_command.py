@@ -2,6 +2,15 @@
 
 ``examples/resnet_cuts.py`` and ``examples/cnn4_cuts.py`` call :func:`study_main` with their
 profile set; ``tnconv study --profiles NAME`` is the same study under the one command.
+
+Examples
+--------
+>>> import argparse
+>>> parser = argparse.ArgumentParser()
+>>> add_study(parser.add_subparsers())
+>>> args = parser.parse_args(["study", "--tiny", "--profiles", "cnn4", "--levels", "1,0.5"])
+>>> args.tiny, args.profiles, args.levels
+(True, 'cnn4', (1.0, 0.5))
 """
 
 from __future__ import annotations

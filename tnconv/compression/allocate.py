@@ -1,9 +1,10 @@
 """Choosing one option per layer so that the selected layers meet a budget.
 
-Each function takes, per layer, what :mod:`.candidates` offers (families of factorizations and
-the dense option), a cost ``kind`` (``"params"`` or ``"flops"``) and a total ``budget`` in
-that unit, and returns one :class:`~.candidates.Option` per layer whose costs sum to at most
-the budget (as close to it as that mode's discrete choices allow):
+Each function takes, per layer, what :mod:`.candidates` offers (a
+:class:`~.candidates.LayerChoices`: families of factorizations and the dense option), a cost
+``kind`` (``"params"`` or ``"flops"``) and a total ``budget`` in that unit, and returns one
+:class:`~.families.Option` per layer whose costs sum to at most the budget (as close to it as
+that mode's discrete choices allow):
 
 * :func:`allocate_uniform`: one family per layer (the best error per parameter), then the same
   kept fraction ``f`` of the layer's cost in every layer; bisection on ``f``;
@@ -16,44 +17,23 @@ the budget (as close to it as that mode's discrete choices allow):
   accuracy drops) under the budget: a multiple-choice knapsack solved by dynamic programming
   over the budget cut into ``bins`` units (costs rounded up, so the budget holds);
 * :func:`allocate_max_error`: each layer's cheapest option within a relative error.
+
+The first three are the data-free ``allocate=`` modes of :func:`tnconv.compress`; the registry
+of every mode, ``sensitivity`` included, is :data:`tnconv.compression.choose.ALLOCATIONS`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from .candidates import Family, Option
+from .candidates import LayerChoices
+from .families import Family, Option
 
-__all__ = ["LayerChoices", "allocate_uniform", "allocate_energy", "allocate_vbmf", "fill_budget",
-           "allocate_min_loss", "allocate_max_error", "total_cost", "ALLOCATIONS"]
-
-#: Valid ``allocate`` values of :func:`tnconv.compress`.
-ALLOCATIONS: tuple[str, ...] = ("uniform", "energy", "vbmf", "sensitivity")
-
-
-@dataclass
-class LayerChoices:
-    """What one layer can become: its families and the dense option."""
-
-    name: str
-    dense: Option
-    families: list[Family]
-
-    def options(self, kind: str) -> list[Option]:
-        """Every grid option cheaper than dense (in ``kind``), then dense."""
-        limit = self.dense.cost(kind)
-        opts = [o for f in self.families for o in f.grid() if o.cost(kind) < limit]
-        return [*opts, self.dense]
-
-    def best_family(self, kind: str) -> Family | None:
-        """The family with the best error per unit of cost (:meth:`Family.area`)."""
-        if not self.families:
-            return None
-        return min(self.families, key=lambda f: f.area(kind))
+__all__ = ["allocate_uniform", "allocate_energy", "allocate_vbmf", "fill_budget",
+           "allocate_min_loss", "allocate_max_error", "total_cost"]
 
 
 def total_cost(choice: Sequence[Option], kind: str) -> float:
@@ -107,7 +87,7 @@ def fill_budget(layers: Sequence[LayerChoices], choice: Sequence[Option], budget
     Examples
     --------
     >>> import torch
-    >>> from tnconv.compression.candidates import SVDFamily, dense_option
+    >>> from tnconv.compression.candidates import LayerChoices, SVDFamily, dense_option
     >>> w = torch.randn(8, 8, 1, 1)
     >>> fam = SVDFamily(w, 0, None, "out|in,kh,kw")
     >>> layer = LayerChoices("0", dense_option((8, 8, 1, 1), 0, None), [fam])
@@ -142,7 +122,7 @@ def allocate_uniform(layers: Sequence[LayerChoices], budget: float, kind: str) -
     Examples
     --------
     >>> import torch
-    >>> from tnconv.compression.candidates import SVDFamily, dense_option
+    >>> from tnconv.compression.candidates import LayerChoices, SVDFamily, dense_option
     >>> w = torch.randn(8, 8, 1, 1)
     >>> layer = LayerChoices("0", dense_option((8, 8, 1, 1), 0, None),
     ...                      [SVDFamily(w, 0, None, "out|in,kh,kw")])
@@ -169,7 +149,7 @@ def allocate_energy(layers: Sequence[LayerChoices], budget: float, kind: str) ->
     Examples
     --------
     >>> import torch
-    >>> from tnconv.compression.candidates import SVDFamily, dense_option
+    >>> from tnconv.compression.candidates import LayerChoices, SVDFamily, dense_option
     >>> w = torch.randn(8, 8, 1, 1)
     >>> layer = LayerChoices("0", dense_option((8, 8, 1, 1), 0, None),
     ...                      [SVDFamily(w, 0, None, "out|in,kh,kw")])
@@ -190,7 +170,7 @@ def allocate_energy(layers: Sequence[LayerChoices], budget: float, kind: str) ->
 def allocate_vbmf(layers: Sequence[LayerChoices], budget: float, kind: str) -> list[Option]:
     """EVBMF ranks of each layer's best family, all scaled by one common factor.
 
-    The EVBMF ranks (:func:`tnconv.compression.evbmf`) give a budget of their own; the
+    The EVBMF ranks (:func:`tnconv.evbmf`) give a budget of their own; the
     factor ``c`` (bisection) scales every rank to ``round(c * r)`` (within ``1 .. full``) so
     that the total meets ``budget``. Layers whose scaled option is not cheaper than dense
     stay dense.
@@ -272,7 +252,7 @@ def allocate_min_loss(layers: Sequence[LayerChoices], budget: float, kind: str,
     Examples
     --------
     >>> import torch
-    >>> from tnconv.compression.candidates import SVDFamily, dense_option
+    >>> from tnconv.compression.candidates import LayerChoices, SVDFamily, dense_option
     >>> w = torch.randn(8, 8, 1, 1)
     >>> layer = LayerChoices("0", dense_option((8, 8, 1, 1), 0, None),
     ...                      [SVDFamily(w, 0, None, "out|in,kh,kw")])
@@ -328,7 +308,7 @@ def allocate_max_error(layers: Sequence[LayerChoices], max_error: float, kind: s
     Examples
     --------
     >>> import torch
-    >>> from tnconv.compression.candidates import SVDFamily, dense_option
+    >>> from tnconv.compression.candidates import LayerChoices, SVDFamily, dense_option
     >>> w = torch.diag(torch.tensor([4.0, 3.0] + [0.1] * 6))[:, :, None, None]
     >>> layer = LayerChoices("0", dense_option((8, 8, 1, 1), 0, None),
     ...                      [SVDFamily(w, 0, None, "out|in,kh,kw")])

@@ -1,10 +1,13 @@
-"""``tnconv.compress``: a smaller, faster model at a chosen budget, in one call."""
+"""``tnconv.compress``: a smaller, faster model at a chosen budget, in one call.
+
+The named choices come from the registries :data:`~.candidates.METHODS` (``method=``),
+:data:`~.choose.ALLOCATIONS` (``allocate=``) and :data:`~.datafit.FITS` (``fit=``); an unknown
+name is an error listing the valid ones. Timings are :mod:`.latency`'s.
+"""
 
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -16,19 +19,22 @@ from tqdm.auto import tqdm
 from ..cuts import parse_cut
 from ..model_layers import conv_layers, select_layers
 from ..runtime import model_device, resolve_device
-from .allocate import (
-    ALLOCATIONS,
+from .allocate import allocate_max_error
+from .candidates import (
+    METHODS,
+    Geometry,
     LayerChoices,
-    allocate_energy,
-    allocate_max_error,
-    allocate_uniform,
-    allocate_vbmf,
+    Option,
+    dense_option,
+    layer_families,
+    swap_layer,
 )
-from .candidates import FITS, METHODS, Geometry, Option, build_layer, dense_option, layer_families
-from .choose import LATENCY_TOLERANCE, Candidate, choose_sensitivity
+from .choose import ALLOCATIONS
+from .datafit import FITS
+from .latency import allocation_timer, measure_latencies
 from .summary import CompressReport, LayerResult
 
-__all__ = ["compress", "measure_latency", "measure_latencies", "FINETUNE_DEFAULTS"]
+__all__ = ["compress", "FINETUNE_DEFAULTS"]
 
 #: :func:`tnconv.fit` options of the fine-tuning (``finetune=`` overrides them): a small
 #: learning rate, as the factored model starts close to a good one, and no augmentation (one
@@ -52,32 +58,34 @@ def _check_budget(params: Any, flops: Any, max_error: Any) -> tuple[str, float]:
     return kind, float(value)
 
 
-def _check_choices(method: str, allocate: str, cuts: Any, data: Any, kind: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
-    if allocate not in ALLOCATIONS:
-        raise ValueError(f"unknown allocate {allocate!r}; valid: {', '.join(ALLOCATIONS)}")
-    if allocate == "sensitivity" and data is None and kind != "max_error":
-        raise ValueError("allocate='sensitivity' needs data (held-out images to measure each "
-                         "layer's accuracy drop): pass data=..., or choose allocate='energy', "
-                         "'vbmf' or 'uniform', which need none")
-    if cuts == "auto":
-        return
-    for c in [cuts] if isinstance(cuts, str) else cuts:
-        if not isinstance(c, str):
-            raise TypeError(f"cuts must be 'auto', a cut string or a list of them, got {cuts!r}")
-        parse_cut(c, ("out", "in", "kh", "kw"), max_groups=2, min_groups=2)
+def _check_choices(method: str, allocate: str, cuts: Any, data: Any, kind: str
+                   ) -> tuple[str, str]:
+    """The canonical ``method`` and ``allocate`` names (registry errors list the valid ones)."""
+    method, allocate = METHODS.resolve(method), ALLOCATIONS.resolve(allocate)
+    if ALLOCATIONS[allocate].needs_data and data is None and kind != "max_error":
+        free = [f"{n!r}" for n, a in ALLOCATIONS.items() if not a.needs_data]
+        raise ValueError(f"allocate={allocate!r} needs data (held-out images to measure each "
+                         "layer's accuracy drop): pass data=..., or choose allocate="
+                         f"{', '.join(free[:-1])} or {free[-1]}, which need none")
+    if cuts != "auto":
+        for c in [cuts] if isinstance(cuts, str) else cuts:
+            if not isinstance(c, str):
+                raise TypeError("cuts must be 'auto', a cut string or a list of them, got "
+                                f"{cuts!r}")
+            parse_cut(c, ("out", "in", "kh", "kw"), max_groups=2, min_groups=2)
+    return method, allocate
 
 
 def _check_fit(fit: Any, allocate: str, kind: str) -> str:
-    if fit not in FITS:
-        raise ValueError(f"unknown fit {fit!r}; valid: {', '.join(FITS)}")
-    data_ok = allocate == "sensitivity" and kind != "max_error"
-    if fit == "data" and not data_ok:
-        raise ValueError("fit='data' is chosen by allocate='sensitivity' with a params= or "
+    fit = FITS.resolve(fit)
+    data_ok = ALLOCATIONS[allocate].needs_data and kind != "max_error"
+    if FITS[fit].families is not None and not data_ok:
+        raise ValueError(f"fit={fit!r} is chosen by allocate='sensitivity' with a params= or "
                          "flops= budget (it needs the measured drops); use fit='weights' "
                          f"with allocate={allocate!r}")
-    return "data" if fit == "auto" and data_ok else "weights" if fit == "auto" else fit
+    if fit == "auto":  # the one choice that is not a fit of its own
+        return "data" if data_ok else "weights"
+    return fit
 
 
 def _select(model: nn.Module, layers: Any) -> tuple[list[tuple[str, nn.Conv2d]], list[str]]:
@@ -154,30 +162,23 @@ def _check_meetable(layers: Sequence[LayerChoices], kind: str, fraction: float) 
     return fraction * dense
 
 
-def _swap(small: nn.Module, name: str, option: Option) -> tuple[nn.Module, nn.Module]:
-    """Put the layer ``option`` makes in place of ``small``'s conv ``name``: (conv, new)."""
-    conv = small.get_submodule(name)
-    new = build_layer(conv, option)
-    if new is not conv:
-        parent, _, child = name.rpartition(".")
-        setattr(small.get_submodule(parent) if parent else small, child, new)
-    return conv, new
-
-
 def _replace(small: nn.Module, layers: Sequence[LayerChoices], options: Sequence[Option],
-             drops: Sequence[float | None] | None, progress: bool) -> list[LayerResult]:
+             drops: Sequence[float | None] | None, progress: bool
+             ) -> tuple[nn.Module, list[LayerResult]]:
+    """``small`` with every layer's option in place (a new module when ``small`` is the one
+    conv), and the report's rows."""
     results = []
     bar = tqdm(list(zip(layers, options, strict=True)), desc="compress: factoring",
                unit="layer", disable=not progress, dynamic_ncols=True)
     for k, (lc, opt) in enumerate(bar):
-        conv, new = _swap(small, lc.name, opt)
+        small, conv, new = swap_layer(small, lc.name, opt)
         after = sum(p.numel() for p in new.parameters())
         results.append(LayerResult(
             lc.name, opt.method, opt.cut, tuple(opt.ranks), lc.dense.params, after,
             lc.dense.flops, opt.flops, 0.0 if new is conv else _kernel_error(conv, new),
             None if drops is None or drops[k] is None else float(drops[k]), opt.fit,
             opt.error if opt.fit == "data" else None))
-    return results
+    return small, results
 
 
 @torch.no_grad()
@@ -189,113 +190,16 @@ def _kernel_error(conv: nn.Conv2d, layer: nn.Module) -> float:
     return diff / norm if norm > 0 else diff
 
 
-def measure_latency(model: nn.Module, input_size: Sequence[int], *, batch: int = 256,
-                    repeats: int = 5, warmup: int = 2, device: Any = None) -> float:
-    """Median seconds of one forward pass of a ``batch`` of zeros, after ``warmup`` passes.
-
-    Runs in eval mode under ``no_grad`` on the model's device (CUDA is synchronised around
-    every pass); the model's mode is restored. :func:`measure_latencies` times several models
-    in turn, so that they share the machine's load.
-
-    Examples
-    --------
-    >>> import torch
-    >>> measure_latency(torch.nn.Conv2d(1, 2, 3), (1, 8, 8), batch=2, repeats=1) > 0
-    True
-    """
-    return measure_latencies([model], input_size, batch=batch, repeats=repeats, warmup=warmup,
-                             device=device)[0]
-
-
-def measure_latencies(models: Sequence[nn.Module], input_size: Sequence[int], *,
-                      batch: int = 256, repeats: int = 5, warmup: int = 2,
-                      device: Any = None) -> list[float]:
-    """Median seconds of one forward pass of each model, timed in interleaved rounds.
-
-    Each of ``warmup + repeats`` rounds runs one pass of every model in turn (a ``batch`` of
-    zeros of ``input_size``, eval mode, ``no_grad``, CUDA synchronised), so a change of the
-    machine's load during the measurement affects every model alike; the first ``warmup``
-    rounds are not counted. Modes are restored.
-
-    Examples
-    --------
-    >>> import torch
-    >>> big, small = torch.nn.Conv2d(1, 64, 5), torch.nn.Conv2d(1, 2, 1)
-    >>> t = measure_latencies([big, small], (1, 32, 32), batch=8, repeats=3)
-    >>> len(t), all(v > 0 for v in t)
-    (2, True)
-    """
-    if not models:
-        return []
-    dev = model_device(models[0]) if device is None else resolve_device(device)
-    x = torch.zeros(batch, *input_size, device=dev)
-    modes = [m.training for m in models]
-    times: list[list[float]] = [[] for _ in models]
-    try:
-        with torch.no_grad():
-            for m in models:
-                m.eval()
-            for k in range(warmup + repeats):
-                for m, store in zip(models, times, strict=True):
-                    if dev.type == "cuda":
-                        torch.cuda.synchronize(dev)
-                    t0 = time.perf_counter()
-                    m(x)
-                    if dev.type == "cuda":
-                        torch.cuda.synchronize(dev)
-                    if k >= warmup:
-                        store.append(time.perf_counter() - t0)
-    finally:
-        for m, was in zip(models, modes, strict=True):
-            m.train(was)
-    return [statistics.median(t) for t in times]
-
-
-def _timer(model: nn.Module, layers: Sequence[LayerChoices], size: tuple[int, ...] | None,
-           device: torch.device) -> Any:
-    """``[options, ...] -> [seconds, ...]`` of the models they make (batch 256, interleaved
-    rounds), or None without a size."""
-    if size is None:
-        return None
-
-    def time_all(allocations: list[list[Option]]) -> list[float]:
-        trials = []
-        for options in allocations:
-            trial = copy.deepcopy(model).to(device)
-            for lc, opt in zip(layers, options, strict=True):  # no report: nothing measured
-                _swap(trial, lc.name, opt)
-            trials.append(trial)
-        return measure_latencies(trials, size, repeats=5, warmup=1, device=device)
-
-    return time_all
-
-
 def _allocate(model: nn.Module, data: Any, layers: list[LayerChoices], kind: str, value: float,
               allocate: str, *, fit: str, cache: bool, device: torch.device, progress: bool,
               size: tuple[int, ...] | None) -> tuple[list[Option], Any, dict[str, Any]]:
     """The options, per-layer predicted drops (or None) and extra report fields."""
     if kind == "max_error":
         return allocate_max_error(layers, value, "params"), None, {}
-    budget = _check_meetable(layers, kind, value)
-    if allocate != "sensitivity":
-        table = {"uniform": allocate_uniform, "energy": allocate_energy, "vbmf": allocate_vbmf}
-        return table[allocate](layers, budget, kind), None, {}
-    options, drops, cands, (acc0, _) = choose_sensitivity(
-        model, data, layers, budget, kind, device=device, cache=cache, progress=progress,
-        time_all=_timer(model, layers, size, device), fit=fit)
-    uniform = next(c for c in cands if c.label == "uniform")
-    extra = {"predicted_drop": acc0 - cands[0].accuracy,
-             "uniform_predicted_drop": acc0 - uniform.accuracy,
-             "candidates": [_candidate_row(c) for c in cands],
-             "notes": [f"sensitivity: kept the {cands[0].label!r} allocation of "
-                       f"{len(cands)} evaluated on data (the fastest within "
-                       f"{LATENCY_TOLERANCE:g} of the most accurate, never below uniform, "
-                       "energy or vbmf)"]}
-    return options, drops, extra
-
-
-def _candidate_row(c: Candidate) -> dict[str, Any]:
-    return {"label": c.label, "accuracy": c.accuracy, "loss": c.loss, "latency_s": c.latency_s}
+    return ALLOCATIONS[allocate].run(
+        layers, _check_meetable(layers, kind, value), kind, model=model, data=data,
+        device=device, cache=cache, progress=progress, fit=fit,
+        time_all=allocation_timer(model, layers, size, device))
 
 
 def _finish(report: CompressReport, model: nn.Module, small: nn.Module, data: Any,
@@ -423,7 +327,7 @@ def compress(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     kind, value = _check_budget(params, flops, max_error)
-    _check_choices(method, allocate, cuts, data, kind)
+    method, allocate = _check_choices(method, allocate, cuts, data, kind)
     fit = _check_fit(fit, allocate, kind)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
@@ -441,6 +345,6 @@ def compress(
                                       cache=cache, device=dev, progress=progress, size=size)
     report = CompressReport(budget_kind=kind, budget=value, method=method, allocate=allocate,
                             fit=fit, input_size=size, skipped=list(skipped), **extra)
-    report.layers = _replace(small, layers_, options, drops, progress)
+    small, report.layers = _replace(small, layers_, options, drops, progress)
     _finish(report, model, small, data, train_data, epochs, finetune, latency, dev, progress)
     return small.eval() if not model.training else small, report

@@ -1,349 +1,114 @@
-"""What each convolution could become: families of factorizations, each option with its cost.
+"""What each convolution could become, and the layer that the chosen option makes.
 
-A :class:`Family` is one way of factoring one layer's kernel, parameterised by its ranks:
-
-* :class:`SVDFamily`: a two-site cut (``"out,kh|in,kw"``, ...) at rank ``r``; its errors are
-  Eckart-Young tails of the cut's spectrum (no decomposition needed);
-* :class:`TuckerFamily`: Tucker-2 at ``(r_out, r_in)``; the exact HOSVD error of every rank
-  pair from one projected core (``||W - P W Q||^2 = ||W||^2 - ||P W Q||^2``);
-* :class:`MPSFamily`: the chain ``"out|kh|kw|in"`` at ``max_bond``; the error is the TT-SVD
-  bound ``sqrt(sum_k tail_k^2)`` over the three bonds' unfolding spectra (Oseledets 2011);
-* :class:`CPFamily`: CP rank ``R``; errors are ALS fits (slow: only with ``method="cp"``).
-
-Every :class:`Option` carries its parameters (weight and bias), its multiply-adds per image
-in the factored forward form (when the input's spatial size is known) and its relative
-Frobenius error. :func:`layer_families` builds the families of one layer.
+:class:`LayerChoices` holds one layer's families of factorizations (:mod:`.families`: svd cuts,
+Tucker-2, MPS, CP; every :class:`~.families.Option` with its parameters, FLOPs and error) and
+its dense option. :func:`layer_families` builds the families of one kernel through the registry
+:data:`METHODS` (``method=`` of :func:`tnconv.compress`: name -> :class:`Method`);
+:func:`build_layer` makes the ``nn.Module`` of an option and :func:`swap_layer` puts it in a
+model by the layer's dotted name.
 """
 
 from __future__ import annotations
 
 import copy
-import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..cuts import parse_cut
-from ..decomp import left_singular, svdvals, tail_errors
-from ..spectra import matricize
-from .evbmf import evbmf
+from ..model_layers import replace_layer
+from ..registry import Registry
+from .families import (
+    CHEAP_CUTS,
+    MPS_CHAIN,
+    CPFamily,
+    Family,
+    Geometry,
+    MPSFamily,
+    Option,
+    SVDFamily,
+    TuckerFamily,
+    dense_option,
+)
 
-__all__ = ["Option", "Geometry", "Family", "SVDFamily", "TuckerFamily", "MPSFamily",
-           "CPFamily", "CHEAP_CUTS", "FITS", "MPS_CHAIN", "METHODS", "layer_families",
-           "dense_option", "build_layer"]
-
-#: Two-site cuts with a cheap convolution form (``kh x kw`` then ``1x1``, ``1x1`` then
-#: ``kh x kw``, ``1 x kw`` then ``kh x 1``, ``kh x 1`` then ``1 x kw``).
-CHEAP_CUTS: tuple[str, ...] = ("out|in,kh,kw", "out,kh,kw|in", "out,kh|in,kw", "out,kw|in,kh")
-#: The MPS chain of ``method="mps"``.
-MPS_CHAIN = "out|kh|kw|in"
-#: Valid ``fit`` values of :func:`tnconv.compress`.
-FITS: tuple[str, ...] = ("auto", "weights", "data")
-#: Valid ``method`` values of :func:`tnconv.compress`.
-METHODS: tuple[str, ...] = ("auto", "svd", "tucker", "mps", "cp")
-_GRID_MAX = 48  # rank values per leg in a Tucker grid (all of them when fewer)
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Spatial sizes of one convolution at the compression's ``input_size``.
-
-    ``h, w``: the input's height and width; ``ho, wo``: the output's.
-    """
-
-    h: int
-    w: int
-    ho: int
-    wo: int
-
-
-@dataclass(frozen=True)
-class Option:
-    """One choice for one layer.
-
-    Attributes
-    ----------
-    method
-        ``"dense"``, ``"svd"``, ``"tucker"``, ``"mps"`` or ``"cp"``.
-    cut
-        The cut (svd) or chain (mps); ``None`` otherwise.
-    ranks
-        svd ``(r,)``, tucker ``(r_out, r_in)``, mps the bond dimensions, cp ``(R,)``.
-    params
-        Parameters of the layer with this option (factors and bias).
-    flops
-        Multiply-adds per image of its forward form (``None`` without a geometry).
-    error
-        Relative Frobenius error of the kernel (mps: the TT-SVD upper bound); for
-        ``fit="data"``, the relative error of the layer's response on the data.
-    fit
-        ``"weights"``: the factors approximate the kernel; ``"data"``: they approximate the
-        layer's output on data (:mod:`tnconv.compression.datafit`).
-    basis
-        ``fit="data"``: the ``out x r`` orthonormal output basis ``U`` (the kernel becomes
-        ``U U^T W``); ``None`` otherwise. Not part of equality.
-    """
-
-    method: str
-    cut: str | None
-    ranks: tuple[int, ...]
-    params: int
-    flops: int | None
-    error: float
-    fit: str = "weights"
-    basis: Any = field(default=None, compare=False, repr=False)
-
-    def cost(self, kind: str) -> float:
-        """``params`` or ``flops`` (``kind``)."""
-        value = self.params if kind == "params" else self.flops
-        return float("nan") if value is None else float(value)
-
-    @property
-    def key(self) -> str:
-        """The family it belongs to, as :attr:`Family.key` (``"dense"`` for dense)."""
-        return _key(self.method, self.cut, self.fit)
-
-
-def _key(method: str, cut: str | None, fit: str) -> str:
-    return method + (f" {cut}" if method == "svd" else "") + (" (data)" if fit == "data" else "")
-
-
-def _conv_flops(shape: tuple[int, ...], geom: Geometry | None) -> int | None:
-    o, i, kh, kw = shape
-    return None if geom is None else geom.ho * geom.wo * o * i * kh * kw
-
-
-def dense_option(shape: tuple[int, ...], bias: int, geom: Geometry | None) -> Option:
-    """The layer left as it is."""
-    return Option("dense", None, (), math.prod(shape) + bias, _conv_flops(shape, geom), 0.0)
+__all__ = ["LayerChoices", "Method", "METHODS", "layer_families", "build_layer", "swap_layer",
+           # re-exported from .families, where they are defined
+           "Option", "Geometry", "Family", "SVDFamily", "TuckerFamily", "MPSFamily",
+           "CPFamily", "CHEAP_CUTS", "MPS_CHAIN", "dense_option"]
 
 
 @dataclass
-class Family:
-    """One factorization of one kernel, as a function of its ranks (a base class)."""
+class LayerChoices:
+    """What one layer can become: its families and the dense option.
 
-    weight: torch.Tensor
-    bias: int
-    geom: Geometry | None
-    method: str = ""
-    cut: str | None = None
-    full: tuple[int, ...] = ()
-    _cache: dict[tuple[int, ...], Option] = field(default_factory=dict, repr=False)
-    fit: str = "weights"
+    Examples
+    --------
+    >>> import torch
+    >>> w = torch.randn(8, 8, 1, 1)
+    >>> lc = LayerChoices("0", dense_option((8, 8, 1, 1), 0, None),
+    ...                   [SVDFamily(w, 0, None, "out|in,kh,kw")])
+    >>> [o.params for o in lc.options("params")], lc.best_family("params").key
+    ([16, 32, 48, 64], 'svd out|in,kh,kw')
+    """
 
-    @property
-    def key(self) -> str:
-        """``"svd out,kh|in,kw"``, ``"tucker"``, ``"svd out|in,kh,kw (data)"``, ..."""
-        return _key(self.method, self.cut, self.fit)
+    name: str
+    dense: Option
+    families: list[Family]
 
-    @property
-    def shape(self) -> tuple[int, int, int, int]:
-        return tuple(self.weight.shape)  # type: ignore[return-value]
+    def options(self, kind: str) -> list[Option]:
+        """Every grid option cheaper than dense (in ``kind``), then dense."""
+        limit = self.dense.cost(kind)
+        opts = [o for f in self.families for o in f.grid() if o.cost(kind) < limit]
+        return [*opts, self.dense]
 
-    def clip(self, ranks: tuple[int, ...]) -> tuple[int, ...]:
-        """Ranks within ``1 .. full``."""
-        return tuple(max(1, min(int(r), f)) for r, f in zip(ranks, self.full, strict=True))
-
-    def option(self, ranks: tuple[int, ...]) -> Option:
-        """The option at ``ranks`` (clipped), with its error."""
-        ranks = self.clip(ranks)
-        if ranks not in self._cache:
-            params, flops = self.costs(ranks)
-            self._cache[ranks] = Option(self.method, self.cut, self.stored_ranks(ranks),
-                                        params + self.bias, flops, self.error(ranks), self.fit,
-                                        self.basis(ranks))
-        return self._cache[ranks]
-
-    def basis(self, ranks: tuple[int, ...]) -> Any:
-        """The data fit's output basis at ``ranks`` (``None``: a fit of the weights)."""
-        return None
-
-    def stored_ranks(self, ranks: tuple[int, ...]) -> tuple[int, ...]:
-        return ranks
-
-    def grid(self) -> list[Option]:
-        """Options at the family's rank grid (every rank where that is affordable)."""
-        return [self.option((r,)) for r in range(1, self.full[0] + 1)]
-
-    def costs(self, ranks: tuple[int, ...]) -> tuple[int, int | None]:
-        """Factor parameters (without bias) and multiply-adds per image at ``ranks``."""
-        raise NotImplementedError
-
-    def error(self, ranks: tuple[int, ...]) -> float:
-        raise NotImplementedError
-
-    def vbmf_ranks(self) -> tuple[int, ...]:
-        """The EVBMF ranks of the family's matrices (at least 1)."""
-        raise NotImplementedError
-
-    def area(self, kind: str) -> float:
-        """Mean over budget fractions ``f`` in (0, 1] of the smallest error within ``f``.
-
-        The family's "error per parameter" (or per FLOP): smaller is better.
-        """
-        dense = dense_option(self.shape, self.bias, self.geom).cost(kind)
-        pts = sorted((o.cost(kind) / dense, o.error) for o in self.grid())
-        total, best, prev = 0.0, 1.0, 0.0
-        for frac, err in pts:
-            if frac >= 1.0:
-                break
-            total += (frac - prev) * best
-            best, prev = min(best, err), frac
-        return total + (1.0 - prev) * best
-
-
-def _sizes(shape: tuple[int, ...]) -> dict[str, int]:
-    return dict(zip(("out", "in", "kh", "kw"), shape, strict=True))
-
-
-class SVDFamily(Family):
-    """A two-site cut at rank ``r``: the truncated SVD of the cut's matrix."""
-
-    def __init__(self, weight: torch.Tensor, bias: int, geom: Geometry | None, cut: str) -> None:
-        left, right = parse_cut(cut, ("out", "in", "kh", "kw"), max_groups=2)
-        super().__init__(weight, bias, geom, "svd", "|".join(",".join(g) for g in (left, right)))
-        size = _sizes(self.shape)
-        self.rows, self.cols = math.prod(size[n] for n in left), math.prod(size[n] for n in right)
-        self.groups = (frozenset(left), frozenset(right))
-        self.full = (min(self.rows, self.cols),)
-        self.matrix = matricize(weight.detach(), self.cut, dtype=torch.float64)[0]
-        self.tails = tail_errors(svdvals(self.matrix)).cpu()
-
-    def costs(self, ranks: tuple[int, ...]) -> tuple[int, int | None]:
-        r = ranks[0]
-        return r * (self.rows + self.cols), self._flops(r)
-
-    def _flops(self, r: int) -> int | None:
-        g = self.geom
-        if g is None:
+    def best_family(self, kind: str) -> Family | None:
+        """The family with the best error per unit of cost (:meth:`Family.area`)."""
+        if not self.families:
             return None
-        o, i, kh, kw = self.shape
-        left, _ = self.groups
-        if left == {"out"}:  # kh x kw conv to r, then 1x1
-            return g.ho * g.wo * r * (i * kh * kw + o)
-        if left == {"out", "kh", "kw"}:  # 1x1 to r, then kh x kw
-            return g.h * g.w * i * r + g.ho * g.wo * r * o * kh * kw
-        if left == {"out", "kh"}:  # 1 x kw to r, then kh x 1
-            return g.h * g.wo * i * kw * r + g.ho * g.wo * r * kh * o
-        if left == {"out", "kw"}:  # kh x 1 to r, then 1 x kw
-            return g.ho * g.w * i * kh * r + g.ho * g.wo * r * kw * o
-        # no convolution form: the dense kernel is rebuilt, then one convolution
-        return g.ho * g.wo * o * i * kh * kw + r * self.rows * self.cols
-
-    def error(self, ranks: tuple[int, ...]) -> float:
-        return float(self.tails[ranks[0]])
-
-    def vbmf_ranks(self) -> tuple[int, ...]:
-        return (max(1, evbmf(self.matrix).rank) if min(self.matrix.shape) > 1 else 1,)
+        return min(self.families, key=lambda f: f.area(kind))
 
 
-class TuckerFamily(Family):
-    """Tucker-2 ``(r_out, r_in)``: exact HOSVD errors of every rank pair."""
-
-    def __init__(self, weight: torch.Tensor, bias: int, geom: Geometry | None) -> None:
-        super().__init__(weight, bias, geom, "tucker", None)
-        w = weight.detach().to(torch.float64)
-        self.unfoldings = [w.movedim(a, 0).reshape(w.shape[a], -1) for a in (0, 1)]
-        (u_out, _), (u_in, _) = (left_singular(m) for m in self.unfoldings)
-        core = torch.einsum("oihw,oa,ib->abhw", w, u_out.double(), u_in.double())
-        energy = core.square().sum((2, 3))
-        self.kept = energy.cumsum(0).cumsum(1).cpu()  # kept[a-1, b-1] = ||core[:a, :b]||^2
-        self.total = float(w.square().sum())
-        self.full = (int(u_out.shape[1]), int(u_in.shape[1]))
-
-    def costs(self, ranks: tuple[int, ...]) -> tuple[int, int | None]:
-        a, b = ranks
-        o, i, kh, kw = self.shape
-        g = self.geom
-        flops = None if g is None else (g.h * g.w * i * b + g.ho * g.wo * (a * b * kh * kw + o * a))
-        return o * a + a * b * kh * kw + i * b, flops
-
-    def error(self, ranks: tuple[int, ...]) -> float:
-        if self.total == 0.0:
-            return 0.0
-        kept = float(self.kept[ranks[0] - 1, ranks[1] - 1])
-        return math.sqrt(max(self.total - kept, 0.0) / self.total)
-
-    def grid(self) -> list[Option]:
-        axes = [_rank_axis(f) for f in self.full]
-        return [self.option((a, b)) for a in axes[0] for b in axes[1]]
-
-    def vbmf_ranks(self) -> tuple[int, ...]:
-        return tuple(max(1, evbmf(m).rank) if min(m.shape) > 1 else 1 for m in self.unfoldings)
+#: ``(weight, bias, geom, cuts) -> families`` of one method.
+FamilyBuilder = Callable[[torch.Tensor, int, "Geometry | None", Any], list[Family]]
 
 
-def _rank_axis(full: int) -> list[int]:
-    """Every rank up to ``full`` when few, else about ``_GRID_MAX`` spread ranks."""
-    if full <= _GRID_MAX:
-        return list(range(1, full + 1))
-    return sorted({max(1, round(full * k / _GRID_MAX)) for k in range(1, _GRID_MAX + 1)})
+@dataclass(frozen=True)
+class Method:
+    """One ``method=`` of :func:`tnconv.compress`: what builds a layer's families.
+
+    Attributes
+    ----------
+    families
+        ``(weight, bias, geom, cuts) -> [Family, ...]`` for a kernel ``[out, in, kh, kw]``
+        that is not ``1 x 1`` (``cuts``: the svd cuts, :func:`layer_families`).
+    description
+        One line, for help texts.
+    """
+
+    families: FamilyBuilder
+    description: str
 
 
-class MPSFamily(Family):
-    """The chain ``out|kh|kw|in`` at one ``max_bond``; the error is the TT-SVD bound."""
-
-    def __init__(self, weight: torch.Tensor, bias: int, geom: Geometry | None) -> None:
-        super().__init__(weight, bias, geom, "mps", MPS_CHAIN)
-        o, i, kh, kw = self.shape
-        self.bonds = (min(o, i * kh * kw), min(o * kh, kw * i), min(o * kh * kw, i))
-        cuts = ("out|in,kh,kw", "out,kh|in,kw", "out,kh,kw|in")
-        self.matrices = [matricize(weight.detach(), c, dtype=torch.float64)[0] for c in cuts]
-        self.tails = [tail_errors(svdvals(m)).cpu() for m in self.matrices]
-        self.full = (max(self.bonds),)
-
-    def stored_ranks(self, ranks: tuple[int, ...]) -> tuple[int, ...]:
-        return tuple(min(ranks[0], b) for b in self.bonds)
-
-    def costs(self, ranks: tuple[int, ...]) -> tuple[int, int | None]:
-        b1, b2, b3 = self.stored_ranks(ranks)
-        o, i, kh, kw = self.shape
-        g = self.geom
-        flops = None if g is None else (g.h * g.w * i * b3 + g.h * g.wo * b3 * b2 * kw
-                                        + g.ho * g.wo * (b2 * b1 * kh + b1 * o))
-        return o * b1 + b1 * kh * b2 + b2 * kw * b3 + b3 * i, flops
-
-    def error(self, ranks: tuple[int, ...]) -> float:
-        bonds = self.stored_ranks(ranks)
-        return math.sqrt(sum(float(t[b]) ** 2 for t, b in zip(self.tails, bonds, strict=True)))
-
-    def vbmf_ranks(self) -> tuple[int, ...]:
-        return (max(max(1, evbmf(m).rank) if min(m.shape) > 1 else 1 for m in self.matrices),)
+def _svd(weight: torch.Tensor, bias: int, geom: Geometry | None, cuts: Any) -> list[Family]:
+    chosen = list(CHEAP_CUTS) if cuts == "auto" else [cuts] if isinstance(cuts, str) else cuts
+    return [SVDFamily(weight, bias, geom, c) for c in chosen]
 
 
-class CPFamily(Family):
-    """CP rank ``R`` fitted by ALS (a geometric grid of ranks; every fit is cached)."""
+def _auto(weight: torch.Tensor, bias: int, geom: Geometry | None, cuts: Any) -> list[Family]:
+    return [*_svd(weight, bias, geom, cuts), TuckerFamily(weight, bias, geom),
+            MPSFamily(weight, bias, geom)]
 
-    def __init__(self, weight: torch.Tensor, bias: int, geom: Geometry | None,
-                 n_iter: int = 25) -> None:
-        super().__init__(weight, bias, geom, "cp", None)
-        o, i, kh, kw = self.shape
-        self.full = (max(1, (o * i * kh * kw) // (o + i + kh + kw)),)
-        self.n_iter = n_iter
 
-    def costs(self, ranks: tuple[int, ...]) -> tuple[int, int | None]:
-        r = ranks[0]
-        o, i, kh, kw = self.shape
-        g = self.geom
-        flops = None if g is None else (g.h * g.w * i * r + g.h * g.wo * r * kw
-                                        + g.ho * g.wo * r * (kh + o))
-        return r * (o + i + kh + kw), flops
-
-    def error(self, ranks: tuple[int, ...]) -> float:
-        from ..cp import to_cp
-
-        return float(to_cp(self.weight.detach(), rank=ranks[0], n_iter=self.n_iter).rel_error)
-
-    def grid(self) -> list[Option]:
-        n = self.full[0]
-        ranks = sorted({max(1, round(n ** (k / 7))) for k in range(8)})
-        return [self.option((r,)) for r in ranks]
-
-    def vbmf_ranks(self) -> tuple[int, ...]:
-        w = self.weight.detach().to(torch.float64)
-        mats = [w.movedim(a, 0).reshape(w.shape[a], -1) for a in (0, 1)]
-        return (max(max(1, evbmf(m).rank) if min(m.shape) > 1 else 1 for m in mats),)
+#: Valid ``method`` values of :func:`tnconv.compress`: name -> :class:`Method`.
+METHODS: Registry[Method] = Registry("method", {
+    "auto": Method(_auto, "per layer the best of svd, tucker and mps"),
+    "svd": Method(_svd, "a two-site cut at rank r (the cuts of cuts=)"),
+    "tucker": Method(lambda w, b, g, _: [TuckerFamily(w, b, g)], "Tucker-2 (r_out, r_in)"),
+    "mps": Method(lambda w, b, g, _: [MPSFamily(w, b, g)], f"the chain {MPS_CHAIN}"),
+    "cp": Method(lambda w, b, g, _: [CPFamily(w, b, g)], "CP rank R by ALS (slow)"),
+})
 
 
 def layer_families(weight: torch.Tensor, bias: int, geom: Geometry | None, *,
@@ -359,10 +124,16 @@ def layer_families(weight: torch.Tensor, bias: int, geom: Geometry | None, *,
     geom
         Spatial sizes for FLOP counts, or ``None``.
     method
-        ``"svd"``, ``"tucker"``, ``"mps"``, ``"cp"`` or ``"auto"`` (svd, tucker and mps).
+        A name of :data:`METHODS`: ``"svd"``, ``"tucker"``, ``"mps"``, ``"cp"`` or ``"auto"``
+        (svd, tucker and mps).
     cuts
         ``"auto"`` (:data:`CHEAP_CUTS`), one cut string or a list of them (svd only). A
         ``1 x 1`` convolution gets the one cut ``out|in`` and no Tucker, MPS or CP family.
+
+    Raises
+    ------
+    UnknownNameError
+        ``method`` is not in :data:`METHODS` (a ``ValueError`` listing the valid names).
 
     Examples
     --------
@@ -371,22 +142,15 @@ def layer_families(weight: torch.Tensor, bias: int, geom: Geometry | None, *,
     >>> [f.key for f in fams]  # doctest: +NORMALIZE_WHITESPACE
     ['svd out|in,kh,kw', 'svd out,kh,kw|in', 'svd out,kh|in,kw', 'svd out,kw|in,kh',
      'tucker', 'mps']
+    >>> layer_families(torch.randn(8, 4, 3, 3), 0, None, method="qr")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    tnconv.registry.UnknownNameError: unknown method 'qr'; valid names: auto, svd, tucker, ...
     """
-    pointwise = tuple(weight.shape[2:]) == (1, 1)
-    fams: list[Family] = []
-    if method in ("svd", "auto"):
-        chosen = ["out|in,kh,kw"] if pointwise else (
-            list(CHEAP_CUTS) if cuts == "auto" else [cuts] if isinstance(cuts, str) else cuts)
-        fams += [SVDFamily(weight, bias, geom, c) for c in chosen]
-    if pointwise and method != "svd":
-        return fams or [SVDFamily(weight, bias, geom, "out|in,kh,kw")]
-    if method in ("tucker", "auto"):
-        fams.append(TuckerFamily(weight, bias, geom))
-    if method in ("mps", "auto"):
-        fams.append(MPSFamily(weight, bias, geom))
-    if method == "cp":
-        fams.append(CPFamily(weight, bias, geom))
-    return fams
+    build = METHODS[method].families
+    if tuple(weight.shape[2:]) == (1, 1):
+        return [SVDFamily(weight, bias, geom, "out|in,kh,kw")]
+    return build(weight, bias, geom, cuts)
 
 
 def build_layer(conv: nn.Conv2d, option: Option) -> nn.Module:
@@ -420,3 +184,30 @@ def build_layer(conv: nn.Conv2d, option: Option) -> nn.Module:
     else:
         layer = CPConv2d.from_conv(conv, rank=option.ranks[0])
     return layer.train(conv.training)
+
+
+def swap_layer(model: nn.Module, name: str, option: Option
+               ) -> tuple[nn.Module, nn.Conv2d, nn.Module]:
+    """Put the layer ``option`` makes of ``model``'s conv ``name`` in its place (in place).
+
+    Returns
+    -------
+    (model, conv, new)
+        The model to use from now on (``new`` itself when ``name`` is ``""``: a model that is
+        one convolution; :func:`tnconv.modules.replace_layer`), the conv and its replacement
+        (``conv`` itself for dense).
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3))
+    >>> opt = SVDFamily(net[0].weight, 8, None, "out|in,kh,kw").option((2,))
+    >>> net, conv, new = swap_layer(net, "0", opt)
+    >>> type(net[0]).__name__, type(conv).__name__
+    ('MPSConv2d', 'Conv2d')
+    """
+    conv = model.get_submodule(name)
+    new = build_layer(conv, option)  # type: ignore[arg-type]
+    if new is not conv:
+        model = replace_layer(model, name, new)
+    return model, conv, new  # type: ignore[return-value]

@@ -1,4 +1,9 @@
-"""``allocate="sensitivity"``: a knapsack on measured drops, then the best measured allocation.
+"""The ``allocate=`` modes (:data:`ALLOCATIONS`), and ``"sensitivity"``: a knapsack on measured
+drops, then the best measured allocation.
+
+:data:`ALLOCATIONS` maps each name of ``allocate=`` of :func:`tnconv.compress` to an
+:class:`Allocation`: the data-free ``uniform``, ``energy`` and ``vbmf`` (:mod:`.allocate`) and
+``sensitivity`` (:func:`allocate_sensitivity`, on data), which goes as follows.
 
 1. Each layer's drop is measured on ``data`` at a few options of its probed families
    (:func:`.sensitivity.probe_plan`), and read as a function of the option's error within each
@@ -32,8 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..registry import Registry
 from .allocate import (
-    LayerChoices,
     allocate_energy,
     allocate_min_loss,
     allocate_uniform,
@@ -41,12 +46,12 @@ from .allocate import (
     fill_budget,
     total_cost,
 )
-from .candidates import Option
-from .datafit import output_moments, with_data_families
+from .candidates import LayerChoices, Option
+from .datafit import FITS, output_moments
 from .sensitivity import Evaluator, option_id, probe_curves, probe_plan
 
 __all__ = ["FILL", "LATENCY_TOLERANCE", "LAMBDAS", "Candidate", "choose_sensitivity",
-           "pick_candidate"]
+           "pick_candidate", "allocate_sensitivity", "Allocation", "ALLOCATIONS"]
 
 #: Accuracy (fraction) a faster allocation may lose against the most accurate one.
 LATENCY_TOLERANCE = 0.002
@@ -55,7 +60,6 @@ FILL = 0.98
 #: FLOPs penalties of the knapsack variants, in accuracy per whole-model dense FLOPs.
 LAMBDAS: tuple[float, ...] = (0.003, 0.01, 0.03)
 _SEPARABLE = ("svd out,kh|in,kw", "svd out,kw|in,kh")
-_PLAIN = ("uniform", "energy", "vbmf")
 
 
 @dataclass
@@ -123,9 +127,8 @@ def _candidates(layers: Sequence[LayerChoices], fitted: Sequence[LayerChoices], 
     # losses tie) may stop far below it, and a smaller model is not what was asked for
     found = {k: fill_budget(fitted, v, budget, kind, fill=FILL) for k, v in found.items()}
     found = {k: v for k, v in found.items() if total_cost(v, kind) >= FILL * budget}
-    found["uniform"] = allocate_uniform(layers, budget, kind)
-    found["energy"] = allocate_energy(layers, budget, kind)
-    found["vbmf"] = allocate_vbmf(layers, budget, kind)
+    for name in _plain():
+        found[name] = ALLOCATIONS[name].function(layers, budget, kind)
     return [Candidate(label, opts) for label, opts in found.items()]
 
 
@@ -142,7 +145,7 @@ def pick_candidate(cands: Sequence[Candidate]) -> Candidate:
     'knapsack+flops0.01'
     """
     best = max(c.accuracy for c in cands)
-    floor = max([c.accuracy for c in cands if c.label in _PLAIN], default=best)
+    floor = max([c.accuracy for c in cands if c.label in _plain()], default=best)
     pool = [c for c in cands if c.accuracy >= max(best - LATENCY_TOLERANCE, floor) - 1e-12]
     if all(c.latency_s is not None for c in pool):
         return min(pool, key=lambda c: (c.latency_s, -c.accuracy, c.loss))
@@ -168,11 +171,11 @@ def choose_sensitivity(model: nn.Module, data: Any, layers: Sequence[LayerChoice
         and the dense ``(accuracy, loss)`` on ``data``.
     """
     ev = Evaluator(model, data, device=device, cache=cache)
-    fitted = list(layers)
-    if fit == "data":
+    fitted, add_fitted = list(layers), FITS[fit].families
+    if add_fitted is not None:
         names = [lc.name for lc in layers if lc.families]
         moments = ev.moments(names, lambda: output_moments(model, data, names, device=device))
-        fitted = with_data_families(layers, moments)
+        fitted = add_fitted(layers, moments)
     plan = probe_plan(fitted, kind)
     curves = probe_curves(plan, ev.probes(plan, progress=progress), ev.baseline)
     cands = _candidates(layers, fitted, budget, kind, curves)
@@ -191,3 +194,107 @@ def choose_sensitivity(model: nn.Module, data: Any, layers: Sequence[LayerChoice
     drops = [None if o.method == "dense" or (n, o.key) not in curves else curves[(n, o.key)](
         o.error) for n, o in zip(names, kept.options, strict=True)]
     return kept.options, drops, [kept, *[c for c in cands if c is not kept]], ev.baseline
+
+
+def allocate_sensitivity(layers: Sequence[LayerChoices], budget: float, kind: str, *,
+                         model: nn.Module, data: Any, device: torch.device, cache: bool = True,
+                         progress: bool = False,
+                         time_all: Callable[[list[list[Option]]], list[float]] | None = None,
+                         fit: str = "data"
+                         ) -> tuple[list[Option], list[float | None], dict[str, Any]]:
+    """``allocate="sensitivity"``: :func:`choose_sensitivity`, with its report fields.
+
+    Parameters
+    ----------
+    layers, budget, kind
+        As the functions of :mod:`.allocate`.
+    model, data, device, cache, progress, time_all, fit
+        As :func:`choose_sensitivity`.
+
+    Returns
+    -------
+    options, drops, fields
+        The kept options, each layer's predicted drop score (``None``: dense or unprobed)
+        and the :class:`~.summary.CompressReport` fields (``predicted_drop``,
+        ``uniform_predicted_drop``, ``candidates``, ``notes``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tnconv.compression.candidates import dense_option, layer_families
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.Flatten(),
+    ...                           torch.nn.Linear(8 * 36, 3))
+    >>> data = (torch.randn(32, 1, 8, 8), torch.randint(0, 3, (32,)))
+    >>> w = net[0].weight.detach()
+    >>> lc = LayerChoices("0", dense_option((8, 1, 3, 3), 8, None),
+    ...                   layer_families(w, 8, None, method="svd", cuts="out|in,kh,kw"))
+    >>> opts, drops, fields = allocate_sensitivity([lc], 40.0, "params", model=net, data=data,
+    ...                                            device=torch.device("cpu"), cache=False)
+    >>> opts[0].params <= 40, fields["candidates"][0]["label"] in [c["label"]
+    ...                                                            for c in fields["candidates"]]
+    (True, True)
+    """
+    options, drops, cands, (acc0, _) = choose_sensitivity(
+        model, data, layers, budget, kind, device=device, cache=cache, progress=progress,
+        time_all=time_all, fit=fit)
+    uniform = next(c for c in cands if c.label == "uniform")
+    fields = {"predicted_drop": acc0 - cands[0].accuracy,
+              "uniform_predicted_drop": acc0 - uniform.accuracy,
+              "candidates": [{"label": c.label, "accuracy": c.accuracy, "loss": c.loss,
+                              "latency_s": c.latency_s} for c in cands],
+              "notes": [f"sensitivity: kept the {cands[0].label!r} allocation of "
+                        f"{len(cands)} evaluated on data (the fastest within "
+                        f"{LATENCY_TOLERANCE:g} of the most accurate, never below "
+                        f"{', '.join(_plain())} on data)"]}
+    return options, drops, fields
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """One ``allocate=`` mode of :func:`tnconv.compress`.
+
+    Attributes
+    ----------
+    function
+        ``needs_data=False``: ``(layers, budget, kind) -> options`` (:mod:`.allocate`);
+        ``True``: the signature of :func:`allocate_sensitivity`.
+    description
+        One line, for help texts.
+    needs_data
+        Whether it measures the model on ``data``.
+
+    Examples
+    --------
+    >>> ALLOCATIONS["energy"].needs_data, [n for n, a in ALLOCATIONS.items() if a.needs_data]
+    (False, ['sensitivity'])
+    """
+
+    function: Callable[..., Any]
+    description: str
+    needs_data: bool = False
+
+    def run(self, layers: Sequence[LayerChoices], budget: float, kind: str, **context: Any
+            ) -> tuple[list[Option], list[float | None] | None, dict[str, Any]]:
+        """The options, the per-layer predicted drops (``None`` without data) and the report
+        fields; ``context`` (``model``, ``data``, ...) goes to modes that need data only."""
+        if not self.needs_data:
+            return self.function(layers, budget, kind), None, {}
+        return self.function(layers, budget, kind, **context)
+
+
+#: Valid ``allocate`` values of :func:`tnconv.compress`: name -> :class:`Allocation`.
+ALLOCATIONS: Registry[Allocation] = Registry("allocation", {
+    "uniform": Allocation(allocate_uniform, "the same kept fraction of every layer's cost"),
+    "energy": Allocation(allocate_energy, "one threshold on the discarded energy (no data)"),
+    "vbmf": Allocation(allocate_vbmf, "EVBMF ranks scaled by one common factor (no data)"),
+    "sensitivity": Allocation(allocate_sensitivity, "measured accuracy drops on data: "
+                              "knapsacks and the other modes, the best measured kept",
+                              needs_data=True),
+})
+
+
+def _plain() -> tuple[str, ...]:
+    """The allocations that need no data (the baselines every sensitivity run includes)."""
+    return tuple(n for n, a in ALLOCATIONS.items() if not a.needs_data)

@@ -21,21 +21,24 @@ points at most).
 :func:`tnconv.compress` offers these families to ``allocate="sensitivity"`` (``fit="data"``,
 its default there): the measured drops decide per layer between data-fitted and
 weight-fitted factors, and the ``uniform`` / ``energy`` / ``vbmf`` baselines stay fits of the
-weights.
+weights. The ``fit=`` choices are the registry :data:`FITS` (name -> :class:`Fit`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from .allocate import LayerChoices
-from .candidates import Geometry, SVDFamily
+from ..registry import Registry
+from .candidates import LayerChoices
+from .families import Geometry, SVDFamily
 
-__all__ = ["DATA_CUT", "MAX_IMAGES", "ResponseFamily", "output_moments", "with_data_families"]
+__all__ = ["DATA_CUT", "MAX_IMAGES", "ResponseFamily", "output_moments", "with_data_families",
+           "Fit", "FITS"]
 
 #: The cut whose rank-``r`` form has a closed-form data fit.
 DATA_CUT = "out|in,kh,kw"
@@ -49,7 +52,7 @@ class ResponseFamily(SVDFamily):
     Parameters
     ----------
     weight, bias, geom
-        As :class:`~tnconv.compression.candidates.SVDFamily`.
+        As :class:`~tnconv.compression.families.SVDFamily`.
     moment
         ``out x out`` second moment of the layer's output without bias (any positive scale).
 
@@ -161,3 +164,32 @@ def with_data_families(layers: Sequence[LayerChoices],
                  ] if plain and lc.name in moments else []
         out.append(LayerChoices(lc.name, lc.dense, [*lc.families, *extra]))
     return out
+
+
+@dataclass(frozen=True)
+class Fit:
+    """One ``fit=`` of :func:`tnconv.compress`: what the factors approximate.
+
+    Attributes
+    ----------
+    description
+        One line, for help texts.
+    families
+        ``(layers, moments) -> layers`` adding the families fitted to data (with the layers'
+        output moments, :func:`output_moments`); ``None``: the weights' own families only,
+        nothing measured on data.
+    """
+
+    description: str
+    families: Callable[[Sequence[LayerChoices], dict[str, torch.Tensor]],
+                       list[LayerChoices]] | None = None
+
+
+#: Valid ``fit`` values of :func:`tnconv.compress`: name -> :class:`Fit` (``"auto"`` is
+#: resolved by :func:`tnconv.compress` to ``"data"`` or ``"weights"``).
+FITS: Registry[Fit] = Registry("fit", {
+    "auto": Fit("data with allocate='sensitivity' and a params or flops budget, else weights"),
+    "weights": Fit("the factors approximate each kernel"),
+    "data": Fit(f"the cut {DATA_CUT} may also be fitted to each layer's outputs on data",
+                with_data_families),
+})

@@ -39,8 +39,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..runtime import atomic_write, cache_dir
-from .allocate import LayerChoices
-from .candidates import Option, build_layer
+from .candidates import LayerChoices, Option, build_layer
 
 __all__ = ["PROBE_FRACTIONS", "PROBE_FAMILIES", "LOSS_WEIGHT", "DropCurve", "probe_plan",
            "probe_curves", "Evaluator", "option_id"]
@@ -110,7 +109,7 @@ def probe_plan(layers: Sequence[LayerChoices], kind: str, *,
     Examples
     --------
     >>> import torch
-    >>> from tnconv.compression.candidates import layer_families, dense_option
+    >>> from tnconv.compression.candidates import LayerChoices, dense_option, layer_families
     >>> w = torch.randn(8, 8, 3, 3)
     >>> lc = LayerChoices("0", dense_option((8, 8, 3, 3), 0, None),
     ...                   layer_families(w, 0, None, method="svd", cuts=["out,kh|in,kw"]))

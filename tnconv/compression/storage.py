@@ -52,13 +52,18 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, *, meta: dict[str
 
 
 def _report(data: dict[str, Any] | None) -> CompressReport | None:
+    """The report of a saved :meth:`CompressReport.to_dict`; derived totals
+    (``params_fraction``, ``compression_ratio``, ...) and keys unknown to this version are
+    dropped, so reports saved by older versions load too."""
     if not data:
         return None
     fields = set(CompressReport.__dataclass_fields__)
     kept = {k: v for k, v in data.items() if k in fields and k != "layers"}
     if kept.get("input_size"):
         kept["input_size"] = tuple(kept["input_size"])
-    layers = [LayerResult(**{**r, "ranks": tuple(r["ranks"])}) for r in data.get("layers", [])]
+    row_fields = set(LayerResult.__dataclass_fields__)
+    layers = [LayerResult(**{**{k: v for k, v in r.items() if k in row_fields},
+                             "ranks": tuple(r["ranks"])}) for r in data.get("layers", [])]
     return CompressReport(layers=layers, **kept)
 
 

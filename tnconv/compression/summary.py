@@ -1,4 +1,8 @@
-"""The report of :func:`tnconv.compress`: per layer and in total, as a table, dict or JSON."""
+"""The report of :func:`tnconv.compress`: per layer and in total, as a table, dict or JSON.
+
+Sizes use one vocabulary: ``params_fraction`` and ``flops_fraction`` are after / before (the
+fraction kept), ``compression_ratio`` is before / after (how many times fewer parameters).
+"""
 
 from __future__ import annotations
 
@@ -125,6 +129,19 @@ class CompressReport:
         return self.params_after / self.params_before if self.params_before else math.nan
 
     @property
+    def compression_ratio(self) -> float:
+        """``params_before / params_after``: how many times fewer parameters (above 1).
+
+        Examples
+        --------
+        >>> r = CompressReport([LayerResult("0", "svd", "out|in,kh,kw", (2,), 64, 16, None,
+        ...                                 None, 0.5)])
+        >>> r.params_fraction, r.compression_ratio
+        (0.25, 4.0)
+        """
+        return self.params_before / self.params_after if self.params_after else math.nan
+
+    @property
     def flops_fraction(self) -> float | None:
         """Achieved fraction of the selected layers' multiply-adds (``None`` when unknown)."""
         if any(r.flops_before is None or r.flops_after is None for r in self.layers):
@@ -156,7 +173,7 @@ class CompressReport:
         out["input_size"] = list(self.input_size) if self.input_size else None
         out.update(params_before=self.params_before, params_after=self.params_after,
                    params_fraction=self.params_fraction, flops_fraction=self.flops_fraction,
-                   latency_ratio=self.latency_ratio)
+                   compression_ratio=self.compression_ratio, latency_ratio=self.latency_ratio)
         return out
 
     def to_pandas(self) -> Any:
@@ -188,7 +205,7 @@ class CompressReport:
         flops = self.flops_fraction
         lines.append(f"budget {self.budget_kind}={self.budget:g} ({self.method}, "
                      f"{self.allocate}): params {self.params_before} -> {self.params_after} "
-                     f"({self.params_fraction:.4f})"
+                     f"({self.params_fraction:.4f}, {self.compression_ratio:.2f}x fewer)"
                      + (f", FLOPs fraction {flops:.4f}" if flops is not None else ""))
         lines.append(f"accuracy dense {_fmt(self.accuracy_dense, '.4f')}, compressed "
                      f"{_fmt(self.accuracy_compressed, '.4f')}, fine-tuned "

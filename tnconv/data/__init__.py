@@ -2,7 +2,7 @@
 
 :func:`load_dataset` returns an :class:`ImageDataset`: the whole split as one normalised
 float32 tensor ``images`` (N x C x H x W) and one int64 tensor ``labels``, batched and augmented
-on its own device. The package has three modules:
+on its own device. The package has five modules:
 
 * ``catalog.py``: :data:`DATASETS` (the registry of known datasets: shapes, normalisation,
   augmentation) and :func:`canonical_name`;

@@ -14,7 +14,16 @@ module                 contents
 ``cp_conv2d.py``       :class:`CPConv2d` (CP from :func:`tnconv.cp.to_cp`, fitted by ALS)
 ``convert.py``         :func:`tensorize` / :func:`densify` for whole models
 ``monitor.py``         bond entropies per epoch, re-compression between epochs
+``balance.py``         balancing the norms of factors
 =====================  ==============================================================
+
+Examples
+--------
+>>> import torch
+>>> from tnconv.layers import MPSConv2d
+>>> layer = MPSConv2d.from_conv(torch.nn.Conv2d(8, 16, 3, padding=1), max_bond=4)
+>>> layer(torch.randn(2, 8, 5, 5)).shape
+torch.Size([2, 16, 5, 5])
 """
 
 from __future__ import annotations

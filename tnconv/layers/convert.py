@@ -25,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..model_layers import LayerSpec, replace_layer, select_layers
+from ..runtime import renamed
 from .base import FactorizedConv2d
 from .cp_conv2d import CPConv2d
 from .mps_conv2d import MPSConv2d
@@ -41,7 +42,7 @@ KINDS: dict[str, type[FactorizedConv2d]] = {
 }
 
 #: What ``layers=`` accepts: None, a name pattern, patterns, or a predicate ``(name, module)``
-#: (the selection of :func:`tnconv.modules.select_layers`).
+#: (the selection of :func:`tnconv.model_layers.select_layers`).
 LayerSelector = LayerSpec
 
 
@@ -56,9 +57,16 @@ class LayerReport:
     params_after: int
 
     @property
-    def ratio(self) -> float:
+    def compression_ratio(self) -> float:
         """``params_before / params_after``."""
         return self.params_before / self.params_after
+
+    @property
+    def params_fraction(self) -> float:
+        """``params_after / params_before``."""
+        return self.params_after / self.params_before
+
+    ratio = renamed("ratio", "compression_ratio")
 
 
 @dataclass
@@ -95,15 +103,23 @@ class TensorizeReport:
         return sum(r.params_after for r in self.layers)
 
     @property
-    def ratio(self) -> float:
+    def compression_ratio(self) -> float:
         """Compression of the replaced layers, ``params_before / params_after``."""
         return self.params_before / self.params_after if self.params_after else float("nan")
 
+    @property
+    def params_fraction(self) -> float:
+        """What is left of the replaced layers, ``params_after / params_before``."""
+        return self.params_after / self.params_before if self.params_before else float("nan")
+
+    ratio = renamed("ratio", "compression_ratio")
+
     def to_dicts(self) -> list[dict[str, Any]]:
-        """One dict per layer (name, kind, shape, params_before, params_after, ratio)."""
+        """One dict per layer (name, kind, shape, params_before, params_after,
+        compression_ratio)."""
         return [{"name": r.name, "kind": r.kind, "shape": "x".join(map(str, r.shape)),
                  "params_before": r.params_before, "params_after": r.params_after,
-                 "ratio": r.ratio} for r in self.layers]
+                 "compression_ratio": r.compression_ratio} for r in self.layers]
 
     def to_pandas(self) -> Any:
         """The per-layer table as a ``pandas.DataFrame``."""
@@ -115,9 +131,11 @@ class TensorizeReport:
         lines = [f"{'layer':<32} {'shape':>16} {'before':>10} {'after':>10} {'ratio':>7}"]
         for r in self.layers:
             lines.append(f"{r.name:<32} {'x'.join(map(str, r.shape)):>16} "
-                         f"{r.params_before:>10} {r.params_after:>10} {r.ratio:>7.2f}")
+                         f"{r.params_before:>10} {r.params_after:>10} "
+                         f"{r.compression_ratio:>7.2f}")
         lines.append(f"{'replaced layers (' + self.kind + ')':<32} {'':>16} "
-                     f"{self.params_before:>10} {self.params_after:>10} {self.ratio:>7.2f}")
+                     f"{self.params_before:>10} {self.params_after:>10} "
+                     f"{self.compression_ratio:>7.2f}")
         lines.append(f"{'whole model':<32} {'':>16} {self.model_params_before:>10} "
                      f"{self.model_params_after:>10} "
                      f"{self.model_params_before / max(self.model_params_after, 1):>7.2f}")

@@ -55,7 +55,7 @@ __all__ = ["ChainTable", "best_chain"]
 #: legs (``5! / 2 = 60`` chains); above, the beam search picks them.
 MAX_ENUMERATED_LEGS = 5
 _DIGITS = 5  # errors equal to this many decimals tie (float32 rounding is ~1e-7)
-_COLUMNS = ("chain", "num_params", "compression", "rel_error", "bond_dims")
+_COLUMNS = ("chain", "num_params", "compression_ratio", "rel_error", "bond_dims")
 
 
 class ChainTable:
@@ -356,7 +356,7 @@ class _BipartitionSpectra:
 
 def _row(mps: KernelMPS, lay: KernelLayout) -> dict[str, Any]:
     return {"chain": mps.cut, "num_params": int(mps.num_params),
-            "compression": math.prod(lay.shape) / mps.num_params,
+            "compression_ratio": math.prod(lay.shape) / mps.num_params,
             "rel_error": float(mps.rel_error), "bond_dims": list(mps.bond_dims)}
 
 

@@ -36,12 +36,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..evaluation.fingerprint import check_resumable, sweep_fingerprint
+from ..evaluation.prefix import PrefixRunner, default_cache_bytes
 from ..model_layers import select_layers
 from ..records import Records
 from ..runtime import resolve_device
-from ..evaluation.fingerprint import check_resumable, sweep_fingerprint
-from ..evaluation.prefix import PrefixRunner, default_cache_bytes
-from .sweep import (
+from .sweep_engine import (
     ALL_LAYERS,
     RowSink,
     check_sweep_args,

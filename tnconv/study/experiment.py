@@ -2,7 +2,7 @@
 
 :func:`run_study` does, for one trained model:
 
-1. train it, or load it from the checkpoint cache (:func:`tnconv.checkpoints.train_or_load`); the
+1. train it, or load it from the checkpoint cache (:func:`tnconv.pretrained.train_or_load`); the
    tiny CI profile instead trains a narrow model for a moment on a training subset;
 2. the spectra atlas of every conv layer over all cuts (:func:`tnconv.spectra_atlas`);
 3. the single-layer sweep over layers x cuts x levels (:func:`tnconv.sweep`);
@@ -211,8 +211,8 @@ def checkpoint_plan(cfg: StudyConfig, device: torch.device) -> tuple[Path, dict[
 
 
 def _model(cfg: StudyConfig, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The trained model of the study, through :func:`tnconv.checkpoints.train_or_load`."""
-    from ..checkpoints import train_or_load
+    """The trained model of the study, through :func:`tnconv.pretrained.train_or_load`."""
+    from ..pretrained import train_or_load
 
     mode = TRAIN_MODES.resolve(cfg.train)
     path, settings = checkpoint_plan(cfg, device)

@@ -24,7 +24,7 @@ Several cuts in sequence
 ``cut=["out|in,kh,kw", "out,kh|in,kw"]`` truncates the kernel along the first cut, then the
 result along the second, with the same criteria. The report row then gives the *combined*
 ``rel_error = ||W - W_n|| / ||W||`` and ``norm_loss = 1 - ||W_n|| / ||W||`` of the whole
-sequence; ``rank``, ``full_rank``, the entropies and ``params_factored`` are those of the last
+sequence; ``rank``, ``full_rank``, the entropies and ``params_after`` are those of the last
 step (the final kernel has exactly that rank across the last cut) and ``ranks`` lists every
 step's rank.
 """
@@ -145,7 +145,7 @@ def truncate_model(
     report : Records
         One row per truncated layer: ``layer``, ``kind`` and the fields of
         :class:`tnconv.TruncationReport` (``cut, shape, rank, full_rank, rel_error, norm_loss,
-        entropy_before, entropy_after, params_factored, params_dense, compression``) plus
+        entropy_before, entropy_after, params_before, params_after, compression_ratio``) plus
         ``ranks`` (one per cut of a sequence) and the criteria used.
 
     Raises

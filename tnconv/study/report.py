@@ -23,6 +23,11 @@ from .trend import ALPHA, depth_trend, stage_summary
 __all__ = ["safe_table", "findings", "summary_markdown", "percent"]
 
 
+def _compression_ratio(row: Any) -> float:
+    """A row's ``compression_ratio`` (``compression`` in sweep files written before 0.x)."""
+    return float(row["compression_ratio"] if "compression_ratio" in row else row["compression"])
+
+
 def _frame(rows: Sequence[dict[str, Any]]) -> Any:
     import pandas as pd
 
@@ -44,7 +49,8 @@ def safe_table(single_rows: Sequence[dict[str, Any]], *, threshold: float = 0.01
     Examples
     --------
     >>> rows = [dict(layer="a", index=0, cut="c", level=lv, rank=r, full_rank=4,
-    ...              norm_loss=nl, rel_error=nl, compression=1.0, accuracy_drop=d)
+    ...              norm_loss=nl, rel_error=nl, compression_ratio=1.0,
+    ...              accuracy_drop=d)
     ...         for lv, r, nl, d in [(1.0, 4, 0.0, 0.0), (0.5, 2, 0.1, 0.005), (0.25, 1, 0.3, 0.2)]]
     >>> safe_table(rows)[["safe_level", "safe_norm_loss", "worst_drop"]].values.tolist()
     [[0.5, 0.1, 0.2]]
@@ -63,7 +69,7 @@ def safe_table(single_rows: Sequence[dict[str, Any]], *, threshold: float = 0.01
             "full_rank": int(g["full_rank"].iloc[0]),
             "safe_norm_loss": float(best["norm_loss"]) if best is not None else 0.0,
             "safe_rel_error": float(best["rel_error"]) if best is not None else 0.0,
-            "safe_compression": float(best["compression"]) if best is not None else math.nan,
+            "safe_compression": _compression_ratio(best) if best is not None else math.nan,
             "min_level": float(g["level"].iloc[-1]), "min_rank": int(g["rank"].iloc[-1]),
             "worst_drop": float(g["accuracy_drop"].iloc[-1]),
         })
@@ -197,7 +203,7 @@ def _all_layer_findings(all_layers: Sequence[dict[str, Any]], threshold: float
             "safe_rank": int(best["rank"]) if best is not None else None,
             "full_rank": int(last["full_rank"]),
             "safe_norm_loss": float(best["norm_loss"]) if best is not None else 0.0,
-            "safe_compression": float(best["compression"]) if best is not None else None,
+            "safe_compression": _compression_ratio(best) if best is not None else None,
             "min_level": float(last["level"]), "min_level_rank": int(last["rank"]),
             "min_level_accuracy": float(last["accuracy"]),
             "min_level_norm_loss": float(last["norm_loss"]),
@@ -483,9 +489,3 @@ def summary_markdown(f: dict[str, Any], *, title: str, setup: Sequence[str] = ()
         lines += [f"![{cap}]({path})" for cap, path in plots]
         lines.append("")
     return "\n".join(lines)
-
-
-if __name__ == "__main__":  # python -m tnconv.study.report RUN_FOLDER
-    from .rerender import main
-
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Re-render a run folder's ``summary.md`` (and ``findings.json``) from what the folder holds.
 
-``python -m tnconv.study.report RUN_FOLDER`` (or ``python -m tnconv.study.rerender``) recomputes
+``python -m tnconv.study.rerender RUN_FOLDER`` recomputes
 the findings from the folder's tables, ``sweep_single.csv`` (with ``sweep_all.csv``,
 ``atlas.csv``, ``recovery.csv`` and ``config.json``'s threshold when present), and writes the
 summary again, keeping its title, setup lines and plots. A folder that keeps only
@@ -24,7 +24,7 @@ from .trend import depth_trend, stage_summary
 
 __all__ = ["rerender", "upgrade_findings", "main"]
 
-_FROM_JSON_NOTE = ("Summary re-rendered from `findings.json` by `python -m tnconv.study.report` "
+_FROM_JSON_NOTE = ("Summary re-rendered from `findings.json` by `python -m tnconv.study.rerender` "
                    "(the per-row CSV tables are not in this folder): kept ranks are not shown, "
                    "and levels that truncate nothing are recognised only by a norm loss of 0.")
 
@@ -140,8 +140,8 @@ def rerender(folder: str | Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tnconv.study.report RUN_FOLDER [...]``: re-render each folder's summary."""
-    p = argparse.ArgumentParser(prog="python -m tnconv.study.report",
+    """``python -m tnconv.study.rerender RUN_FOLDER [...]``: re-render each folder's summary."""
+    p = argparse.ArgumentParser(prog="python -m tnconv.study.rerender",
                                 description="Re-render summary.md from a run folder's tables.")
     p.add_argument("folders", nargs="+", help="run folders")
     args = p.parse_args(argv)

@@ -1,6 +1,5 @@
-"""Hardening of the study side (issue 15): resume fingerprints, one writer per results file,
-no NaN training or NaN checkpoint, and clear errors at the boundary of sweep / fit / evaluate /
-retrain / checkpoints.
+"""Resume fingerprints, one writer per results file, no NaN training or NaN checkpoint, and
+clear errors at the boundary of sweep / fit / evaluate / retrain / checkpoints.
 
 The concurrency tests run real processes (multiprocessing, spawn) on the same ``out=`` file.
 """
@@ -19,8 +18,9 @@ import torch
 from torch import nn
 
 import tnconv
-from tnconv.checkpoints import load_checkpoint, save_checkpoint, train_or_load
+from tnconv.checkpoints import load_checkpoint, save_checkpoint
 from tnconv.data import ImageDataset
+from tnconv.pretrained import train_or_load
 from tnconv.records import FileLockedError, RowLog
 from tnconv.study.retrain import retrain
 from tnconv.study.sweep import SWEEP_FIELDS, sweep

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..decomp import svdvals
+from .decomp import svdvals
 
 __all__ = ["EVBMFResult", "evbmf"]
 

@@ -1,7 +1,6 @@
-"""Tests that kill the mutants an audit found surviving (issue 17, benchmarks/mutation_check.py).
-
-Each test names the planted bug it catches: a checkpoint checksum that skips the metadata or the
-tensors' dtype and shape, and a prefix-cache size estimate that counts one batch, not all images.
+"""Checkpoint checksums (metadata, dtype and shape of every tensor) and the prefix cache's
+size estimate (all images, not one batch): the tests that kill mutants of
+benchmarks/mutation_check.py.
 """
 
 from __future__ import annotations
@@ -11,8 +10,8 @@ import torch
 from torch import nn
 
 from tnconv.checkpoints import load_checkpoint, save_checkpoint
-from tnconv.models import cnn4
 from tnconv.evaluation.prefix import PrefixRunner
+from tnconv.models import cnn4
 
 _META = {"model": "cnn4", "model_kwargs": {"widths": [4, 4, 4, 4]}, "accuracy": 0.5}
 
