@@ -41,8 +41,8 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
     from torch import nn
 
 __all__ = ["RESULTS", "SPLIT", "Timing", "checkpoint_or_init", "command_line", "conv_params",
-           "cpu_name", "cuda_clock", "environment", "interleaved", "split_data", "sync",
-           "trained_kernels", "wall_clock", "write_result"]
+           "cpu_name", "cuda_clock", "environment", "interleaved", "load_average", "split_data",
+           "sync", "trained_kernels", "wall_clock", "write_result"]
 
 #: Where :func:`write_result` puts a result by default.
 RESULTS: Path = Path(__file__).resolve().parent / "results"
@@ -86,7 +86,8 @@ def _version(module: str) -> str:
     return "not installed"
 
 
-def _load_average() -> list[float] | None:
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15-minute load averages now (None where the platform has none)."""
     return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
@@ -141,7 +142,7 @@ def environment(device: Any = None, *, packages: Iterable[str] = ()) -> dict[str
         cuda = {"card": torch.cuda.get_device_name(dev), "driver": _nvidia_driver(),
                 "cuda": torch.version.cuda, "memory_gib": round(props.total_memory / 2**30, 1),
                 "capability": f"{props.major}.{props.minor}"}
-    load = _load_average()
+    load = load_average()
     return {
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "python": platform.python_version(),
@@ -182,7 +183,7 @@ def write_result(name: str, payload: Mapping[str, Any], out: str | os.PathLike |
     """
     path = Path(out) if out is not None else RESULTS / f"{name}.json"
     base = dict(env if env is not None else payload.get("environment") or environment())
-    end = _load_average()
+    end = load_average()
     base.update(load_average_end=end, busy=_busy(base.get("load_average"), end))
     record = {**{k: v for k, v in payload.items() if k != "environment"}, "environment": base}
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,18 +22,19 @@ Run::
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
-import sys
-import time
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import torch
+from _common import (
+    command_line,
+    environment,
+    interleaved,
+    trained_kernels,
+    wall_clock,
+    write_result,
+)
 from torch import nn
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # ---------------------------------------------------------------------- config
 CONFIG: dict[str, Any] = {
@@ -49,7 +50,6 @@ CONFIG: dict[str, Any] = {
     "models": ("cnn4", "resnet20"),
     "seed": 0,
 }
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def bench_step() -> dict[str, Any]:
@@ -62,20 +62,14 @@ def bench_step() -> dict[str, Any]:
     x, grad = torch.randn(n, c, s, s), torch.randn(n, c, s, s)
     variants = {"dense": dense, "cp": cp}
 
-    def step(layer: nn.Module) -> float:
-        t0 = time.perf_counter()
+    def step(layer: nn.Module) -> None:
         layer(x).backward(grad)
-        return time.perf_counter() - t0
 
-    for layer in variants.values():
-        for _ in range(CONFIG["warmup"]):
-            step(layer)
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(CONFIG["rounds"]):
-        for k, layer in variants.items():
-            times[k].append(step(layer))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    best = {k: min(v) for k, v in times.items()}
+    timed = interleaved({k: partial(step, layer) for k, layer in variants.items()},
+                        CONFIG["rounds"], warmup=CONFIG["warmup"])
+    times = {k: t.times for k, t in timed.items()}
+    med = {k: t.median for k, t in timed.items()}
+    best = {k: t.best for k, t in timed.items()}
     return {
         "rank": cp.rank, "path": "factored" if cp._path_cache.get(tuple(x.shape)) else "dense",
         "median_ms": {k: 1e3 * v for k, v in med.items()},
@@ -83,22 +77,6 @@ def bench_step() -> dict[str, Any]:
         "ratio_median": med["cp"] / med["dense"], "ratio_min": best["cp"] / best["dense"],
         "times_ms": {k: [1e3 * t for t in v] for k, v in times.items()},
     }
-
-
-def _kernels() -> list[tuple[str, torch.Tensor]]:
-    import tnconv
-    from tnconv.checkpoints import train_or_load
-
-    cache = Path.home() / ".cache" / "tnconv" / "checkpoints"
-    out = []
-    for name in CONFIG["models"]:
-        if not (cache / f"{name}-fashion-mnist.pt").exists():
-            print(f"no checkpoint for {name}: skipped")
-            continue
-        model, _ = train_or_load(name, "fashion-mnist", device="cpu", progress=False)
-        out += [(f"{name}:{ln}", m.weight.detach()) for ln, m in tnconv.conv_layers(model)
-                if m.weight.shape[2] * m.weight.shape[3] > 1]
-    return out
 
 
 def _tl_tucker(w: torch.Tensor, ranks: tuple[int, int]) -> float:
@@ -122,12 +100,6 @@ def _tl_cp(w: torch.Tensor, rank: int) -> float:
     return float(np.linalg.norm(tl.cp_to_tensor(cp) - wn) / np.linalg.norm(wn))
 
 
-def _timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - t0
-
-
 def compare() -> dict[str, Any]:
     import warnings
 
@@ -136,13 +108,15 @@ def compare() -> dict[str, Any]:
 
     warnings.filterwarnings("ignore", module="tensorly")
     tucker, cp = [], []
-    for name, w in _kernels():
+    kernels = trained_kernels(CONFIG["models"], "fashion-mnist", sep=":", cached_only=True,
+                              progress=False)
+    for name, w in kernels:
         for mode in CONFIG["tucker_ranks"]:
             ranks = (to_tucker(w, ratio=4.0, n_iter=0).ranks if mode == "ratio4"
                      else (max(1, w.shape[0] // 2), max(1, w.shape[1] // 2)))
             hosvd = to_tucker(w, ranks=ranks, n_iter=0).rel_error
-            t, sec = _timed(to_tucker, w, ranks=ranks)
-            e_tl, sec_tl = _timed(_tl_tucker, w, ranks)
+            t, sec = wall_clock(partial(to_tucker, w, ranks=ranks))
+            e_tl, sec_tl = wall_clock(partial(_tl_tucker, w, ranks))
             tucker.append({"kernel": name, "shape": list(w.shape), "ranks": list(ranks),
                            "hosvd": hosvd, "tnconv": t.rel_error, "n_iter": t.n_iter,
                            "tensorly": e_tl, "s_tnconv": sec, "s_tensorly": sec_tl})
@@ -151,9 +125,9 @@ def compare() -> dict[str, Any]:
                   flush=True)
         ratio4 = max(1, int(w.numel() / (4.0 * sum(w.shape))))
         for r in sorted({ratio4 if r == "ratio4" else r for r in CONFIG["cp_ranks"]}):
-            k, sec = _timed(to_cp, w, r)
+            k, sec = wall_clock(partial(to_cp, w, r))
             try:
-                e_tl, sec_tl = _timed(_tl_cp, w, r)
+                e_tl, sec_tl = wall_clock(partial(_tl_cp, w, r))
             except ValueError as exc:  # tensorly's svd init fails where rank > a leg's size
                 print(f"cp     {name:28s} R={r:<4d} parafac failed: {exc}")
                 continue
@@ -161,7 +135,7 @@ def compare() -> dict[str, Any]:
                    "sweeps": len(k.als_errors), "tensorly": e_tl, "s_tnconv": sec,
                    "s_tensorly": sec_tl}
             if k.rel_error > e_tl + 1e-6:  # a worse local minimum: what more starts give
-                k3, sec3 = _timed(to_cp, w, r, n_starts=CONFIG["retry_starts"])
+                k3, sec3 = wall_clock(partial(to_cp, w, r, n_starts=CONFIG["retry_starts"]))
                 row.update({"tnconv_more_starts": k3.rel_error, "s_more_starts": sec3})
             cp.append(row)
             print(f"cp     {name:28s} R={r:<4d} tnconv {k.rel_error:.5f} ({len(k.als_errors)} "
@@ -182,31 +156,29 @@ def compare() -> dict[str, Any]:
     return {"summary": summary, "tucker": tucker, "cp": cp}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--compare", action="store_true", help="also fit against tensorly")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--models", nargs="+", default=None, help="models for --compare")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.models:
         CONFIG["models"] = tuple(args.models)
     if args.threads:
         torch.set_num_threads(args.threads)
-    env = {"device": platform.processor() or platform.machine(), "torch": torch.__version__,
-           "threads": torch.get_num_threads(), "python": platform.python_version()}
-    RESULTS.mkdir(exist_ok=True)
+    env = environment()
+    command = command_line(__file__, argv)
     step = bench_step()
     print(f"rank {step['rank']} ({step['path']} path): dense {step['median_ms']['dense']:.1f} "
           f"ms, CPConv2d {step['median_ms']['cp']:.1f} ms (median); ratio "
           f"{step['ratio_median']:.2f} (median) {step['ratio_min']:.2f} (min)")
-    out = {**env, "config": CONFIG, "step": step}
-    (RESULTS / "bench_cp_step_cpu.json").write_text(json.dumps(out, indent=1))
+    write_result("bench_cp_step_cpu", {"command": command, "config": CONFIG, "step": step},
+                 env=env)
     if args.compare:
-        import tensorly
-
-        res = {**env, "tensorly": tensorly.__version__, "config": CONFIG, **compare()}
+        res = {"command": command, "config": CONFIG, **compare()}
         tag = "-".join(CONFIG["models"])
-        (RESULTS / f"bench_decomp_vs_tensorly_{tag}.json").write_text(json.dumps(res, indent=1))
+        write_result(f"bench_decomp_vs_tensorly_{tag}", res,
+                     env=environment(packages=("tensorly",)))
 
 
 if __name__ == "__main__":

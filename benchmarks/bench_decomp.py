@@ -57,9 +57,7 @@ import argparse
 import inspect
 import math
 import os
-import platform
 import statistics
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -72,9 +70,7 @@ if __name__ == "__main__":  # one BLAS thread for numpy (quimb), set before nump
         os.environ.setdefault(_var, "1")
 
 import torch
-
-# run from a checkout without installing: the repository root goes on the path
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import command_line, environment, interleaved, trained_kernels, write_result
 
 # ---------------------------------------------------------------------- config
 CONFIG: dict[str, Any] = {
@@ -112,7 +108,6 @@ CONFIG: dict[str, Any] = {
         "cp_ranks": (), "cp_kernels": ("lowrank/8x6x3x3",), "repeats": 1, "cp_repeats": 1,
     },
 }
-RESULTS = Path(__file__).parent / "results"
 # -------------------------------------------------------------------------------------------
 
 Row = dict[str, Any]
@@ -130,26 +125,11 @@ def rel_error(approx: torch.Tensor, ref: torch.Tensor) -> float:
                  / torch.linalg.vector_norm(ref))
 
 
-#: Millisecond calls get more interleaved rounds (until every call ran this long in total, at
-#: most ``_MAX_ROUNDS``): a best of 3 at 0.1 ms is mostly the machine's noise.
-_MIN_TOTAL_S, _MAX_ROUNDS = 0.05, 50
-
-
-def _timed(calls: dict[str, Callable[[], Any]], repeats: int) -> dict[str, tuple[Any, float]]:
-    """Run every call ``repeats`` times or more (``_MIN_TOTAL_S``), interleaved; keep the last
-    result and the best time."""
-    out: dict[str, tuple[Any, float]] = {}
-    spent = dict.fromkeys(calls, 0.0)
-    rounds = 0
-    while rounds < repeats or (rounds < _MAX_ROUNDS and min(spent.values()) < _MIN_TOTAL_S):
-        for label, fn in calls.items():
-            t0 = time.perf_counter()
-            res = fn()
-            dt = time.perf_counter() - t0
-            spent[label] += dt
-            out[label] = (res, min(dt, out[label][1]) if label in out else dt)
-        rounds += 1
-    return out
+#: Millisecond calls get more interleaved rounds (until every call ran 0.05 s in total, at
+#: most 50 rounds): a best of 3 at 0.1 ms is mostly the machine's noise. Every call is timed
+#: by ``_common.interleaved(calls, repeats, **MORE_ROUNDS)``; a row keeps the last result
+#: and the best time.
+MORE_ROUNDS: dict[str, Any] = {"min_total_s": 0.05, "max_rounds": 50}
 
 
 # ------------------------------------------------------------------ kernels
@@ -179,17 +159,9 @@ def kernels(quick: bool = False, models: tuple[str, ...] | None = None
         out = [(f"gauss/{'x'.join(map(str, s))}", _gaussian(s, CONFIG["seed"] + i))
                for i, s in enumerate(CONFIG["quick_shapes"])]
         return out + [("lowrank/8x6x3x3", _low_rank((8, 6, 3, 3), CONFIG["seed"]))]
-    import tnconv
-    from tnconv.checkpoints import train_or_load
-
-    out = []
-    for model_name in CONFIG["models"] if models is None else models:
-        model, _ = train_or_load(model_name, CONFIG["dataset"], device="cpu")
-        for name, m in tnconv.conv_layers(model):
-            w = m.weight.detach().float().clone()
-            full = f"{model_name}/{name}"
-            if w.dim() == 4 and (w.shape[2] * w.shape[3] > 1 or full in CONFIG["one_by_one"]):
-                out.append((full, w))
+    out = [(name, w.float().clone()) for name, w in trained_kernels(
+        CONFIG["models"] if models is None else models, CONFIG["dataset"], sep="/",
+        one_by_one=CONFIG["one_by_one"])]
     for i, s in enumerate(CONFIG["random_shapes"]):
         out.append((f"gauss/{'x'.join(map(str, s))}", _gaussian(s, CONFIG["seed"] + i)))
     return out
@@ -281,7 +253,8 @@ def mps_bond_rows(name: str, w: torch.Tensor, cfg: dict[str, Any]) -> list[Row]:
             m: partial(_tnconv_mps, w, max_bond=chi, **o) for m, o in _mps_variants().items()}
         calls["tensorly"] = partial(_tensorly_tt, x, chi)
         calls["quimb"] = partial(_quimb_tt, x, max_bond=chi, cutoff=0.0)
-        for method, (res, dt) in _timed(calls, cfg["repeats"]).items():
+        for method, t in interleaved(calls, cfg["repeats"], **MORE_ROUNDS).items():
+            res, dt = t.result, t.best
             ref = w if method.startswith("tnconv") else x
             rows.append(_row("mps_bond", name, w, f"max_bond={chi}", method, res, ref, dt))
     return rows
@@ -324,7 +297,8 @@ def mps_error_rows(name: str, w: torch.Tensor, cfg: dict[str, Any]) -> list[Row]
         calls["quimb"] = partial(_quimb_tt, x, cutoff=eps ** 2 * norm2 / (n - 1),
                                  cutoff_mode="sum2")
         calls["even-split"] = partial(_even_split_call, x, eps)
-        for method, (res, dt) in _timed(calls, cfg["repeats"]).items():
+        for method, t in interleaved(calls, cfg["repeats"], **MORE_ROUNDS).items():
+            res, dt = t.result, t.best
             ref = w if method.startswith("tnconv") else x
             row = _row("mps_error", name, w, f"max_error={eps}", method, res, ref, dt)
             row["meets"] = row["rel_error"] <= eps * (1 + 1e-6)
@@ -376,7 +350,8 @@ def tucker_rows(name: str, w: torch.Tensor, cfg: dict[str, Any]) -> list[Row]:
             m: partial(tn, ranks, o) for m, o in _tucker_variants().items()}
         calls["tensorly"] = partial(tly, ranks)
         calls["tltorch"] = partial(tlt, ranks)
-        for method, (res, dt) in _timed(calls, cfg["repeats"]).items():
+        for method, t in interleaved(calls, cfg["repeats"], **MORE_ROUNDS).items():
+            res, dt = t.result, t.best
             rows.append(_row("tucker", name, w, f"ranks={ranks}", method, res, w, dt))
     return rows
 
@@ -409,7 +384,8 @@ def cp_rows(name: str, w: torch.Tensor, cfg: dict[str, Any]) -> list[Row]:
     rows = []
     for rank in cp_ranks(tuple(w.shape), cfg):
         calls = {"tnconv": partial(tn, rank), "tensorly": partial(tly, rank)}
-        for method, (res, dt) in _timed(calls, cfg["cp_repeats"]).items():
+        for method, t in interleaved(calls, cfg["cp_repeats"], **MORE_ROUNDS).items():
+            res, dt = t.result, t.best
             rows.append(_row("cp", name, w, f"rank={rank}", method, res, w, dt))
     return rows
 
@@ -512,31 +488,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
-def _environment() -> dict[str, Any]:
+def _signatures() -> dict[str, str]:
+    """The signatures of the tnconv functions measured (their options change over versions)."""
     import tnconv
 
-    versions = {"torch": torch.__version__, "tnconv": tnconv.__version__}
-    for mod in ("tensorly", "tltorch", "quimb", "numpy"):
-        try:
-            versions[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - optional packages
-            versions[mod] = "not installed"
-    sigs = {f: str(inspect.signature(getattr(tnconv, f)))
-            for f in ("to_mps", "to_tucker", "to_cp")}
-    return {"device": "cpu", "cpu": _cpu_name(), "cpu_count": os.cpu_count(),
-            "threads": torch.get_num_threads(), "python": platform.python_version(),
-            "versions": versions, "tnconv_signatures": sigs,
-            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None}
+    return {f: str(inspect.signature(getattr(tnconv, f))) for f in ("to_mps", "to_tucker", "to_cp")}
 
 
 def settings(quick: bool = False, repeats: int | None = None) -> dict[str, Any]:
@@ -572,6 +528,7 @@ def run(quick: bool = False, repeats: int | None = None,
     rows: list[Row] = []
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg["threads"])
+    env = environment(packages=("tensorly", "tltorch", "quimb"))
     t_start = time.perf_counter()
     with tl.backend_context("pytorch"), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # tensorly: rank capped at a leg's size
@@ -589,13 +546,12 @@ def run(quick: bool = False, repeats: int | None = None,
             if progress:
                 print(f"[{i + 1}/{len(ks)}] {name} {tuple(w.shape)}: "
                       f"{time.perf_counter() - t0:.1f} s", flush=True)
-    env = _environment()
     torch.set_num_threads(threads)
     return {
         "benchmark": "bench_decomp: tnconv to_mps / to_tucker / to_cp vs tensorly and quimb",
-        "command": "python benchmarks/bench_decomp.py " + " ".join(sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        **env,
+        "command": command_line(__file__),
+        "environment": env,
+        "tnconv_signatures": _signatures(),
         "quick": quick,
         "config": cfg,
         "big_kernels": {"rule": CONFIG["big"],
@@ -609,8 +565,6 @@ def run(quick: bool = False, repeats: int | None = None,
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    import json
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="three small synthetic kernels")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per side")
@@ -621,14 +575,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     report = run(quick=args.quick, repeats=args.repeats,
                  models=tuple(args.models) if args.models else None)
+    report["command"] = command_line(__file__, argv)
+    env = report["environment"]
     print_table(report["aggregate"])
     print(f"{len(report['kernels'])} kernels, {len(report['rows'])} rows, "
-          f"{report['total_s']:.0f} s, torch {torch.__version__}, {report['threads']} threads, "
-          f"load {report['load_average']}")
-    out = Path(args.out) if args.out else (
-        RESULTS / f"bench_decomp_cpu{'_quick' if args.quick else ''}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+          f"{report['total_s']:.0f} s, torch {torch.__version__}, {env['threads']} threads, "
+          f"load {env['load_average']}")
+    out = write_result(f"bench_decomp_cpu{'_quick' if args.quick else ''}", report, args.out)
     print(f"wrote {out}")
     if args.plot:
         plot(report, out.with_suffix(".png"))

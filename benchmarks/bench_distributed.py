@@ -21,19 +21,15 @@ machine slows the two-worker side most).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import shlex
 import sys
 import time
-from pathlib import Path
 
 import torch
+from _common import checkpoint_or_init, command_line, environment, load_average, write_result
 
 import tnconv
 from tnconv.data import load_dataset
-from tnconv.study.sweep import row_key
 
 # -- configuration -----------------------------------------------------------------------------
 IMAGES = 1000  # Fashion-MNIST test images (a fixed subset)
@@ -42,27 +38,19 @@ CUTS = "all"  # the 7 cuts of each of cnn4's 4 conv layers: 28 Ray tasks
 WORKERS = 2  # Ray CPUs, one thread per task
 BATCH = 500  # evaluation batch size
 GOAL = 1.5  # speed-up asked of 2 workers on this 2-core machine
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _model() -> tuple[torch.nn.Module, str]:
-    from tnconv.checkpoints import default_checkpoint_path, load_checkpoint
-
-    path = default_checkpoint_path("cnn4", "fashion-mnist")
-    if path.is_file():
-        return load_checkpoint(path)[0].eval(), f"checkpoint {path}"
-    torch.manual_seed(0)
-    return tnconv.cnn4(10, 1).eval(), "random init (no cached checkpoint)"
 
 
 def main(argv: list[str] | None = None) -> int:
-    import ray
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=IMAGES)
     args = parser.parse_args(argv)
-    load_before = os.getloadavg()
-    model, source = _model()
+    import ray
+
+    from tnconv.study.sweep_engine import row_key
+
+    env = environment(packages=("ray",))
+    load_before = env["load_average"]
+    model, source = checkpoint_or_init("cnn4", "fashion-mnist", lambda: tnconv.cnn4(10, 1))
     data = load_dataset("fashion-mnist", "test").subset(args.images, seed=0)
     kw = {"cuts": CUTS, "levels": LEVELS, "batch_size": BATCH, "progress": False}
 
@@ -83,7 +71,6 @@ def main(argv: list[str] | None = None) -> int:
         t_ray = time.perf_counter() - t0
     finally:
         ray.shutdown()
-    load_after = os.getloadavg()
 
     want, got = {row_key(r): r for r in local}, {row_key(r): r for r in remote}
     identical = len(local) == len(remote) == len(want) and want == got
@@ -97,26 +84,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{f'ray, {WORKERS} one-thread workers':<28}{t_ray:>10.2f}")
     print(f"{'  of which workers + baseline':<28}{remote.info['seconds_setup']:>10.2f}")
     print(f"{'(ray.init, not counted)':<28}{t_init:>10.2f}")
+    load_after = load_average()
     print(f"speed-up {ratio:.2f}x (goal {GOAL}x), rows identical: {identical}, load average "
           f"before {load_before[0]:.2f}{' (busy machine)' if busy else ''}, after "
           f"{load_after[0]:.2f}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
     record = {
-        "benchmark": "bench_distributed", "command": shlex.join([sys.executable, *sys.argv]),
+        "benchmark": "bench_distributed", "command": command_line(__file__, argv),
         "model": "cnn4", "model_source": source, "dataset": "fashion-mnist",
         "images": args.images, "cuts": CUTS, "levels": list(LEVELS), "rows": len(local),
-        "tasks": remote.info["tasks"], "device": "cpu", "cpu_count": os.cpu_count(),
-        "platform": platform.platform(), "torch": torch.__version__, "ray": ray.__version__,
+        "tasks": remote.info["tasks"],
         "local_threads": 1, "ray_workers": WORKERS, "threads_per_task": 1,
         "seconds_local": t_local, "seconds_ray": t_ray, "seconds_ray_init": t_init,
         "speedup": ratio, "goal": GOAL, "rows_identical": identical,
-        "loadavg_before": list(load_before), "loadavg_after": list(load_after),
+        # busy: a 1-minute load average above 1 before the run (the two workers need both
+        # cores of the 2-core machine); the environment block's "busy" is load > cores
         "busy_machine": busy, "ray_worker_niceness": os.environ["RAY_worker_niceness"],
         "seconds_ray_setup": remote.info["seconds_setup"],
     }
-    out = RESULTS / "bench_distributed_cpu.json"
-    out.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"wrote {out}")
+    print(f"wrote {write_result('bench_distributed_cpu', record, env=env)}")
     return 0 if identical else 1
 
 

@@ -16,20 +16,23 @@ Run::
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import torch
+from _common import (
+    command_line,
+    conv_params,
+    cuda_clock,
+    environment,
+    interleaved,
+    wall_clock,
+    write_result,
+)
 from torch import nn
-
-# run from a checkout without installing: the repository root goes on the path
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # ---------------------------------------------------------------------- config
 CONFIG: dict[str, Any] = {
@@ -59,21 +62,13 @@ def _resnet50(device: torch.device, stem: str = "cifar") -> nn.Module:
     return tnconv.resnet50(CONFIG["num_classes"], 3, cifar_stem=stem == "cifar").to(device)
 
 
-def _conv_params(model: nn.Module) -> int:
-    from tnconv.layers import FactorizedConv2d
-
-    total = 0
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, FactorizedConv2d)) or type(m).__name__ == "FactorizedConv":
-            total += sum(p.numel() for p in m.parameters())
-    return total
-
-
 def _tltorch_model(dense: nn.Module) -> tuple[nn.Module, int]:
     """tensorly-torch TT convolutions; layers it cannot convert stay dense (counted)."""
     import copy
 
     import tltorch
+
+    import tnconv
 
     model = copy.deepcopy(dense)
     skipped = 0
@@ -90,9 +85,7 @@ def _tltorch_model(dense: nn.Module) -> tuple[nn.Module, int]:
         except Exception:  # noqa: BLE001 - report and keep the dense layer
             skipped += 1
             continue
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, new)
+        model = tnconv.replace_layer(model, name, new)
     return model, skipped
 
 
@@ -148,49 +141,16 @@ def _variants(dense: nn.Module, include_tltorch: bool) -> tuple[dict[str, nn.Mod
                 name = f"tltorch-tt-{impl}"
                 variants[name] = _with(model, "implementation", impl, tltorch.FactorizedConv)
                 notes[name] = {"build_s": build, "layers_left_dense": skipped,
-                               "conv_ratio": round(_conv_params(dense) / _conv_params(model), 3)}
+                               "conv_ratio": round(conv_params(dense) / conv_params(model), 3)}
             print(f"built tltorch-tt in {build:.1f} s ({notes[name]['conv_ratio']:.2f}x, "
                   f"{skipped} layers left dense)", flush=True)
     return variants, notes
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
-def _versions() -> dict[str, str]:
-    out = {"torch": torch.__version__}
-    for mod in ("torchvision", "tensorly", "tltorch", "opt_einsum", "quimb"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except Exception:  # noqa: BLE001 - optional packages
-            out[mod] = "not installed"
-    return out
 
 
 def _step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     model.zero_grad(set_to_none=True)
     loss = nn.functional.cross_entropy(model(x), y)
     loss.backward()
-
-
-def _timed(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        _step(model, x, y)
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1e3
-    t0 = time.perf_counter()
-    _step(model, x, y)
-    return time.perf_counter() - t0
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -214,7 +174,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cuda = device.type == "cuda"
     batch = args.batch or CONFIG["batch_cuda" if cuda else "batch_cpu"]
     steps = args.steps or CONFIG["steps_cuda" if cuda else "steps_cpu"]
-    card = torch.cuda.get_device_name(device) if cuda else _cpu_name()
+    env = environment(device, packages=("torchvision", "tensorly", "tltorch", "opt_einsum",
+                                        "quimb"))
+    card = env["device_name"]
 
     dense = _resnet50(device, args.stem).train()
     variants, notes = _variants(dense, include_tltorch=not args.no_tltorch)
@@ -225,12 +187,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     for model in variants.values():
         model.train()
-        for _ in range(CONFIG["warmup"]):
-            _step(model, x, y)
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(steps):  # interleaved rounds
-        for name, model in variants.items():
-            times[name].append(_timed(model, x, y, device))
+    timed = interleaved({name: partial(_step, model, x, y) for name, model in variants.items()},
+                        steps, warmup=CONFIG["warmup"], clock=cuda_clock if cuda else wall_clock)
+    times = {name: t.times for name, t in timed.items()}
 
     base = statistics.mean(times["dense"])
     rows = []
@@ -238,11 +197,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {steps} steps")
     print(f"{'variant':<28} {'conv params':>12} {'ratio':>6} {'step ms':>9} {'+-':>7} "
           f"{'vs dense':>8}")
-    dense_conv = _conv_params(dense)
+    dense_conv = conv_params(dense)
     for name, model in variants.items():
         t = times[name]
-        mean, sd = statistics.mean(t), statistics.stdev(t) if len(t) > 1 else 0.0
-        cp = _conv_params(model)
+        mean, sd = timed[name].mean, timed[name].std
+        cp = conv_params(model)
         row = {"variant": name, "conv_params": cp, "conv_ratio": dense_conv / cp,
                "step_ms_mean": 1e3 * mean, "step_ms_std": 1e3 * sd,
                "step_ms_all": [round(1e3 * v, 2) for v in t], "vs_dense": mean / base}
@@ -251,17 +210,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{1e3 * sd:>7.1f} {mean / base:>7.2f}x")
     result = {
         "benchmark": "bench_layers",
+        "command": command_line(__file__, argv),
         "model": f"tnconv.resnet50 (torchvision ResNet-50, {args.stem} stem), random init, "
                  "10 classes",
         "stem": args.stem,
-        "device": device.type,
-        "card": card,
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "versions": _versions(),
-        "cpu_count": os.cpu_count(),
-        "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "batch": batch,
         "image_size": size,
         "steps": steps,
@@ -270,11 +222,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "results": rows,
         "targets": {"cpu": 1.2, "cuda_h100": 1.1},
     }
-    out = Path(args.out) if args.out else (
-        Path(__file__).parent / "results"
-        / f"bench_layers_{device.type}{'' if args.stem == 'cifar' else '_imagenet-stem'}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    name = f"bench_layers_{device.type}{'' if args.stem == 'cifar' else '_imagenet-stem'}"
+    out = write_result(name, result, args.out, env=env)
     print(f"\nwrote {out}")
     return result
 

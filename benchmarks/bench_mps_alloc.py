@@ -14,14 +14,13 @@ Run: ``python benchmarks/bench_mps_alloc.py`` (writes benchmarks/results/bench_m
 
 from __future__ import annotations
 
-import json
+import argparse
 import math
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from _common import command_line, environment, interleaved, trained_kernels, write_result
 
 import tnconv
 
@@ -33,7 +32,7 @@ TIMING_SHAPE = (512, 512, 3, 3)
 TIMING_BOND = 64
 REPEATS = 3
 THREADS = 1  # torch / numpy threads: the machine is shared (set None for all cores)
-OUT = Path(__file__).parent / "results" / "bench_mps_alloc.json"
+NAME = "bench_mps_alloc"  # results/<NAME>.json
 
 
 def chain_array(w: torch.Tensor) -> np.ndarray:
@@ -91,16 +90,9 @@ def lower_bound(a: np.ndarray, eps: float) -> int:
 
 
 def model_kernels() -> dict[str, torch.Tensor]:
-    from tnconv.checkpoints import train_or_load
-
-    out = {}
-    for name in MODELS:  # from the checkpoint cache, trained now where it is missing
-        model, _ = train_or_load(name, DATASET, device="cpu")
-        for lname, conv in tnconv.conv_layers(model):
-            w = conv.weight.detach()
-            if w.dim() == 4 and w.shape[2] * w.shape[3] > 1:
-                out[f"{name}.{lname}"] = w
-    return out
+    """Every kernel with ``kh * kw > 1`` of MODELS (from the checkpoint cache, trained now
+    where it is missing), as ``{"<model>.<layer>": weight}``."""
+    return dict(trained_kernels(MODELS, DATASET, sep="."))
 
 
 def _summary(rows: list[dict]) -> dict:
@@ -157,22 +149,24 @@ def timing() -> dict:
     w = torch.randn(TIMING_SHAPE, generator=g)
     a = w.permute(0, 2, 3, 1).contiguous()
     ranks = [1, TIMING_BOND, TIMING_BOND, TIMING_BOND, 1]
-    best = {"tnconv.to_mps": math.inf, "tensorly.tensor_train(pytorch)": math.inf,
-            "tensorly.tensor_train(numpy)": math.inf}
-    errs = {}
-    for _ in range(REPEATS):
-        t0 = time.perf_counter()
-        mps = tnconv.to_mps(w, max_bond=TIMING_BOND)
-        best["tnconv.to_mps"] = min(best["tnconv.to_mps"], time.perf_counter() - t0)
-        errs["tnconv.to_mps"] = mps.rel_error
-        for backend, data in (("pytorch", a), ("numpy", a.numpy())):
+    inputs = {"pytorch": a, "numpy": a.numpy()}
+
+    def tensorly_tt(backend: str):  # set_backend (microseconds) is inside the timed call
+        def call():
             tl.set_backend(backend)
-            t0 = time.perf_counter()
-            tt = tensor_train(data, ranks)
-            key = f"tensorly.tensor_train({backend})"
-            best[key] = min(best[key], time.perf_counter() - t0)
-            rec = torch.as_tensor(np.asarray(tl.to_numpy(tl.tt_to_tensor(tt))))
-            errs[key] = float((rec.double() - a.double()).norm() / a.double().norm())
+            return tensor_train(inputs[backend], ranks)
+        return call
+
+    calls = {"tnconv.to_mps": lambda: tnconv.to_mps(w, max_bond=TIMING_BOND)}
+    calls.update({f"tensorly.tensor_train({b})": tensorly_tt(b) for b in inputs})
+    timed = interleaved(calls, REPEATS)  # best of REPEATS interleaved rounds
+    best = {k: t.best for k, t in timed.items()}
+    errs = {"tnconv.to_mps": timed["tnconv.to_mps"].result.rel_error}
+    for backend in inputs:
+        key = f"tensorly.tensor_train({backend})"
+        tl.set_backend(backend)
+        rec = torch.as_tensor(np.asarray(tl.to_numpy(tl.tt_to_tensor(timed[key].result))))
+        errs[key] = float((rec.double() - a.double()).norm() / a.double().norm())
     tl.set_backend("numpy")
     for k in best:
         print(f"{k:32s} best of {REPEATS}: {best[k]:.3f}s  rel_error {errs[k]:.5f}")
@@ -198,19 +192,21 @@ def leg_order(kernels: dict[str, torch.Tensor], eps: float = 0.1) -> dict:
             "median_saving": float(np.median(saving)), "max_saving": max(saving)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=None, help=f"JSON path (default results/{NAME}.json)")
+    args = parser.parse_args(argv)
     if THREADS:
         torch.set_num_threads(THREADS)
+    env = environment(packages=("tensorly",))
     kernels = model_kernels()
     print(f"{len(kernels)} conv kernels")
-    result = {"torch": torch.__version__, "device": "cpu", "threads": torch.get_num_threads(),
-              "machine": platform.processor() or platform.machine(),
+    result = {"command": command_line(__file__, argv),
               "models": sorted({k.split(".")[0] for k in kernels}),
               "allocation": allocation(kernels), "leg_order": leg_order(kernels),
               "timing": timing()}
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=1))
-    print(f"wrote {OUT}")
+    print(f"wrote {write_result(NAME, result, args.out, env=env)}")
+    return result
 
 
 if __name__ == "__main__":

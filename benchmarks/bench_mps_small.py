@@ -17,24 +17,19 @@ Writes ``benchmarks/results/bench_mps_small_cpu.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import statistics
-import sys
-import time
 import warnings
-from pathlib import Path
 
 import torch
+from _common import command_line, environment, interleaved, write_result
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import tnconv  # noqa: E402
+import tnconv
 
 SHAPES = [(32, 1, 3, 3), (16, 1, 3, 3), (16, 16, 3, 3), (32, 16, 1, 1), (64, 32, 1, 1),
           (32, 32, 3, 3), (64, 64, 3, 3)]
 BONDS = (4, 8, 16, 32)
-OUT = Path(__file__).resolve().parent / "results" / "bench_mps_small_cpu.json"
+NAME = "bench_mps_small_cpu"  # results/<NAME>.json
+WARMUP = 20  # untimed rounds per shape and bond
 
 
 def _tnconv(w: torch.Tensor, b: int) -> tuple:
@@ -53,45 +48,39 @@ def _tensorly(x: torch.Tensor, b: int) -> tuple:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=200)
+    ap.add_argument("--out", default=None, help=f"JSON path (default results/{NAME}.json)")
     args = ap.parse_args(argv)
     import tensorly as tl
 
     torch.set_num_threads(1)
-    load0, rows, gen = os.getloadavg(), [], torch.Generator().manual_seed(0)
+    env = environment(packages=("tensorly",))
+    rows, gen = [], torch.Generator().manual_seed(0)
     with tl.backend_context("pytorch"), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         for shape in SHAPES:
             w = torch.randn(shape, generator=gen) / math.sqrt(math.prod(shape[1:]))
             x = w.permute(0, 2, 3, 1).contiguous()
             for b in BONDS:
-                for _ in range(20):
-                    _tnconv(w, b), _tensorly(x, b)
-                ours, theirs = [], []
-                for _ in range(args.reps):
-                    t0 = time.perf_counter()
-                    _tnconv(w, b)
-                    t1 = time.perf_counter()
-                    _tensorly(x, b)
-                    ours.append(t1 - t0)
-                    theirs.append(time.perf_counter() - t1)
+                timed = interleaved({"tnconv": lambda w=w, b=b: _tnconv(w, b),
+                                     "tensorly": lambda x=x, b=b: _tensorly(x, b)},
+                                    args.reps, warmup=WARMUP)
+                ours, theirs = timed["tnconv"], timed["tensorly"]
                 row = {"shape": list(shape), "max_bond": b,
-                       "tnconv_median_s": statistics.median(ours),
-                       "tensorly_median_s": statistics.median(theirs),
-                       "ratio_median": statistics.median(ours) / statistics.median(theirs),
-                       "ratio_best": min(ours) / min(theirs)}
+                       "tnconv_median_s": ours.median,
+                       "tensorly_median_s": theirs.median,
+                       "ratio_median": ours.median / theirs.median,
+                       "ratio_best": ours.best / theirs.best}
                 rows.append(row)
                 print(f"{str(shape):16} b={b:<3} median {row['ratio_median']:.2f} "
                       f"best {row['ratio_best']:.2f}", flush=True)
     out = {"benchmark": "bench_mps_small: to_mps vs tensor_train on small kernels",
-           "command": "python benchmarks/bench_mps_small.py " + " ".join(sys.argv[1:]),
-           "reps": args.reps, "threads": 1, "torch": torch.__version__,
-           "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-           "load_average": [list(load0), list(os.getloadavg())], "rows": rows,
+           "command": command_line(__file__, argv),
+           "reps": args.reps, "rows": rows,
            "max_ratio_median": max(r["ratio_median"] for r in rows),
            "max_ratio_best": max(r["ratio_best"] for r in rows)}
-    OUT.write_text(json.dumps(out, indent=1) + "\n")
+    path = write_result(NAME, out, args.out, env=env)
     print(f"max median ratio {out['max_ratio_median']:.2f}, max best-of ratio "
-          f"{out['max_ratio_best']:.2f}; wrote {OUT}")
+          f"{out['max_ratio_best']:.2f}; wrote {path}")
     return out
 
 

@@ -17,17 +17,15 @@ writes ``benchmarks/results/bench_spectra-<device>.json``.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from _common import command_line, environment, interleaved, sync, write_result
 
 # --- config -------------------------------------------------------------------------------
 TARGET_RATIO = 0.5  # tnconv time / naive time
 TOLERANCE = 1e-4  # |s - s_ref| <= TOLERANCE * s_max
-RESULTS = Path(__file__).parent / "results"
 # -------------------------------------------------------------------------------------------
 
 
@@ -52,14 +50,11 @@ def main() -> int:
     if str(args.device).startswith("cuda") and not torch.cuda.is_available():
         sys.exit("--device cuda asked for, but CUDA is not available")
     device = torch.device(args.device)
+    env = environment(device, packages=("torchvision",))
     torch.manual_seed(0)
     model = torchvision.models.resnet50().to(device).eval()
     layers = list(tnconv.conv_layers(model))
     kernels = [(n, m.weight.detach()) for n, m in layers]
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
 
     def naive() -> dict:
         out = {}
@@ -67,23 +62,19 @@ def main() -> int:
             for cut in tnconv.all_cuts(w):
                 m = matricize(w, cut)[0]
                 out[(name, cut)] = torch.linalg.svdvals(m)
-        sync()
+        sync(device)
         return out
 
     def fast() -> dict:
         rows = tnconv.spectra_atlas(model, return_spectra=True)
-        sync()
+        sync(device)
         return {(r["layer"], r["cut"]): r["spectrum"] for r in rows}
 
     # warm-up (LAPACK/cuSOLVER initialisation), then alternate the two sides
     fast()
-    times: dict[str, list[float]] = {"naive": [], "tnconv": []}
-    results = {}
-    for _ in range(args.repeats):
-        for label, fn in (("naive", naive), ("tnconv", fast)):
-            t0 = time.perf_counter()
-            results[label] = fn()
-            times[label].append(time.perf_counter() - t0)
+    timed = interleaved({"naive": naive, "tnconv": fast}, args.repeats)
+    times = {label: t.times for label, t in timed.items()}
+    results = {label: t.result for label, t in timed.items()}
 
     # accuracy against a float64 reference
     worst = 0.0
@@ -102,13 +93,7 @@ def main() -> int:
     ratio = t_fast / t_naive
     report = {
         "benchmark": "spectra_atlas(resnet50, all 7 cuts) vs naive svdvals loop",
-        "command": "python benchmarks/bench_spectra.py " + " ".join(sys.argv[1:]),
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
-        else platform.processor() or platform.machine(),
-        "torch": torch.__version__,
-        "tnconv": tnconv.__version__,
-        "threads": torch.get_num_threads(),
+        "command": command_line(__file__),
         "layers": len(kernels),
         "rows": len(results["tnconv"]),
         "naive_s": times["naive"],
@@ -119,7 +104,6 @@ def main() -> int:
         "tolerance": TOLERANCE,
         "import_is_lazy": lazy,
         "passed": ratio <= TARGET_RATIO and worst <= TOLERANCE and lazy,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     print(f"{'side':<8} {'best (s)':>9} {'all runs (s)':>24}")
     for label in ("naive", "tnconv"):
@@ -127,11 +111,9 @@ def main() -> int:
         print(f"{label:<8} {min(times[label]):>9.2f} {runs:>24}")
     print(f"ratio tnconv/naive = {ratio:.3f} (target <= {TARGET_RATIO}); "
           f"max |s - s_ref| / s_max = {worst:.2e} (tolerance {TOLERANCE}); "
-          f"import lazy: {lazy}; device {report['device_name']}, torch {torch.__version__}, "
-          f"{report['threads']} threads")
-    out = args.out or RESULTS / f"bench_spectra-{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+          f"import lazy: {lazy}; device {env['device_name']}, torch {torch.__version__}, "
+          f"{env['threads']} threads")
+    out = write_result(f"bench_spectra-{device.type}", report, args.out, env=env)
     print(f"wrote {out}")
     return 0 if report["passed"] else 1
 

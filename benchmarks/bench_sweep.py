@@ -19,14 +19,10 @@ table and writes JSON (device, torch version, threads, both timings, speedup, co
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import shlex
 import sys
-import time
-from pathlib import Path
 
 import torch
+from _common import checkpoint_or_init, command_line, environment, interleaved, sync, write_result
 
 import tnconv
 from tnconv.data import load_dataset
@@ -38,25 +34,12 @@ CPU_IMAGES = 16  # test images on CPU (one ResNet-50 forward of 64 images takes 
 CPU_THREADS = 1  # on the shared 2-core machine one thread was 25x faster for SVDs than two
 FULL_LEVELS = (1.0, 0.75, 0.5, 0.25, 0.1, 0.05)
 FULL_IMAGES = 10_000
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _model(dataset: str, device: torch.device) -> tuple[torch.nn.Module, str]:
-    from tnconv.checkpoints import default_checkpoint_path, load_checkpoint
-
-    path = default_checkpoint_path("resnet50", dataset)
-    if path.is_file():
-        model, _ = load_checkpoint(path, map_location=device)
-        return model.eval(), f"checkpoint {path}"
-    torch.manual_seed(0)
+def _resnet50(dataset: str) -> torch.nn.Module:
+    """A randomly initialised ResNet-50 for ``dataset`` (no cached checkpoint)."""
     test = load_dataset(dataset, "test")
-    model = tnconv.resnet50(test.num_classes, test.in_channels)
-    return model.to(device).eval(), "random init (no cached checkpoint)"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return tnconv.resnet50(test.num_classes, test.in_channels)
 
 
 def _same(fast: list[dict], naive: list[dict]) -> tuple[bool, float]:
@@ -96,39 +79,41 @@ def main(argv: list[str] | None = None) -> int:
     layers = None if args.full else CPU_LAYERS
     levels = FULL_LEVELS if args.full else CPU_LEVELS
     n = args.images or (FULL_IMAGES if args.full else CPU_IMAGES)
-    model, weights = _model(args.dataset, device)
+    env = environment(device)
+    model, weights = checkpoint_or_init("resnet50", args.dataset,
+                                        lambda: _resnet50(args.dataset), device)
     data = load_dataset(args.dataset, "test").subset(n, seed=0).to(device)
     kw = dict(layers=layers, cuts="all", levels=levels, batch_size=args.batch_size,
               device=device, progress=True)
 
-    timings = {}
-    results = {}
     sides = ["fast"] if args.no_naive else ["fast", "naive"]
-    for side in sides:
-        opts = {} if side == "fast" else {"use_prefix": False, "reuse_svd": False}
-        _sync(device)
-        t = time.perf_counter()
-        rows = tnconv.sweep(model, data, **kw, **opts)
-        _sync(device)
-        timings[side] = time.perf_counter() - t
-        results[side] = rows
+    options = {"fast": {}, "naive": {"use_prefix": False, "reuse_svd": False}}
+
+    def side_call(side: str):
+        def call():
+            rows = tnconv.sweep(model, data, **kw, **options[side])
+            sync(device)
+            return rows
+        return call
+
+    sync(device)
+    timed = interleaved({side: side_call(side) for side in sides}, 1)  # one sweep per side
+    timings = {side: t.best for side, t in timed.items()}
+    results = {side: t.result for side, t in timed.items()}
     fast = results["fast"]
     equal, worst = _same(fast, results["naive"]) if "naive" in results else (None, None)
     speedup = timings["naive"] / timings["fast"] if "naive" in timings else None
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
-        platform.processor() or platform.machine())
+    name = env["device_name"]
     record = {
-        "benchmark": "bench_sweep", "device": str(device), "device_name": name,
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "weights": weights,
+        "benchmark": "bench_sweep", "weights": weights,
         "dataset": args.dataset, "images": n,
         "layers": layers or "all conv layers", "n_layers": len({r["layer"] for r in fast}),
         "cuts": 7, "levels": list(levels), "rows": len(fast),
         "fast_seconds": timings["fast"], "naive_seconds": timings.get("naive"),
         "speedup": speedup, "rows_equal": equal, "max_rel_loss_diff": worst,
         "fast_info": fast.info, "naive_info": results["naive"].info if "naive" in results else None,
-        "command": "python " + " ".join(
-            shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])]),
+        "command": command_line(__file__, argv),
     }
     print()
     print(f"{'side':<8}{'rows':>6}{'evaluations':>13}{'SVDs':>6}{'seconds':>10}")
@@ -139,10 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     if speedup is not None:
         print(f"speedup {speedup:.1f}x, rows equal: {equal} (max relative loss difference "
               f"{worst:.1e}); {name}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    out = Path(args.out) if args.out else RESULTS / (
-        f"bench_sweep_{device.type}{'_full' if args.full else ''}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    out = write_result(f"bench_sweep_{device.type}{'_full' if args.full else ''}", record,
+                       args.out, env=env)
     print(f"wrote {out}")
     return 0 if equal in (True, None) else 1
 

@@ -22,30 +22,18 @@ examples reuse it.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
 
 import torch
+from _common import command_line, environment, sync, write_result
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tnconv.checkpoints import default_checkpoint_path, save_checkpoint  # noqa: E402
-from tnconv.data import load_dataset  # noqa: E402
-from tnconv.models import get_model  # noqa: E402
-from tnconv.runtime import resolve_device  # noqa: E402
-from tnconv.train import evaluate, fit, train_config  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from tnconv.checkpoints import default_checkpoint_path, save_checkpoint
+from tnconv.data import load_dataset
+from tnconv.models import get_model
+from tnconv.runtime import resolve_device
+from tnconv.train import evaluate, fit, train_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,45 +60,36 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("epochs", "batch_size", "lr"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *sys.argv[1:]])
+    command = command_line(__file__, argv)
     print(f"command: {command}")
     print(f"device: {device}  torch {torch.__version__}  threads {torch.get_num_threads()}")
     print("config: " + ", ".join(f"{k}={v}" for k, v in config.items()))
 
-    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    env = environment(device)  # its load averages: other jobs sharing the CPU slow the run
     t0 = time.perf_counter()
     train = load_dataset(args.dataset, "train").to(device)
     test = load_dataset(args.dataset, "test").to(device)
-    _sync(device)
+    sync(device)
     load_s = time.perf_counter() - t0
 
     torch.manual_seed(args.seed)
     model = get_model(args.model, train.num_classes, train.in_channels).to(device)
-    _sync(device)
+    sync(device)
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     history = fit(model, train, device=device, seed=args.seed,
                   progress=not args.no_progress, **config)
-    _sync(device)
+    sync(device)
     train_s = time.perf_counter() - t0
     train_cpu_s = time.process_time() - cpu0
     t0 = time.perf_counter()
     result = evaluate(model, test)
     eval_s = time.perf_counter() - t0
 
-    device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
-                   else f"{platform.processor() or platform.machine()} CPU")
     record = {
         "command": command,
         "model": args.model,
         "dataset": args.dataset,
-        "device": str(device),
-        "device_name": device_name,
-        "torch_version": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        # 1-minute load average before and after: other jobs sharing the CPU slow the run
-        "load_average": [load_before, os.getloadavg()[0] if hasattr(os, "getloadavg") else None],
         "config": config,
         "seed": args.seed,
         "load_seconds": round(load_s, 2),
@@ -122,13 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         "test_accuracy": result["accuracy"],
         "test_loss": result["loss"],
         "history": history,
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if "top5" in result:
         record["test_top5"] = result["top5"]
-    out = args.out or RESULTS / f"{args.model}-{args.dataset}-{device.type}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    out = write_result(f"{args.model}-{args.dataset}-{device.type}", record, args.out, env=env)
 
     header = f"{'model':<10}{'dataset':<15}{'device':<8}{'train s':>9}{'total s':>9}"
     print(f"\n{header}{'test acc':>10}")

@@ -15,10 +15,7 @@ seconds, kill rate, torch version, device).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -27,9 +24,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from _common import RESULTS, command_line, environment, write_result
+
 # -- config -------------------------------------------------------------------------------------
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "benchmarks" / "results" / "mutation_check.json"
+NAME = "mutation_check"  # results/<NAME>.json
+OUT = RESULTS / f"{NAME}.json"
 TIMEOUT_S = 600  # per pytest run (seconds)
 IGNORE = shutil.ignore_patterns(".git", "__pycache__", "*.egg-info", ".pytest_cache",
                                 ".ruff_cache", "runs", "results", "*.pt")
@@ -202,13 +202,7 @@ def run(mutants: list[Mutant]) -> dict:
                             "tests": " ".join(m.tests), "outcome": outcome,
                             "seconds": round(secs, 1), "pytest": tail})
     killed = sum(r["outcome"] == "killed" for r in results)
-    import torch
-
-    return {"command": "python benchmarks/mutation_check.py", "date":
-            dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "torch": torch.__version__, "python": platform.python_version(),
-            "device": f"cpu ({os.cpu_count()} cores, {platform.machine()})",
-            "killed": killed, "total": len(results),
+    return {"killed": killed, "total": len(results),
             "kill_rate": killed / len(results) if results else None, "mutants": results}
 
 
@@ -228,12 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown mutants {unknown}; valid: {', '.join(m.name for m in MUTANTS)}")
         chosen = [m for m in MUTANTS if m.name in args.only]
-    report = run(chosen)
+    env = environment()
+    report = {"command": command_line(__file__, argv), **run(chosen)}
     print(f"\nkilled {report['killed']} of {report['total']} mutants "
           f"({100 * (report['kill_rate'] or 0):.0f} %)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {write_result(NAME, report, args.out, env=env)}")
     return 0 if report["killed"] == report["total"] else 1
 
 

@@ -32,7 +32,7 @@ MAX_MODULE_LINES = 500
 #: module may import its own tier and the ones below, never a higher one.
 TIERS: dict[str, int] = {
     # 0 leaves: import nothing of the package
-    "_version": 0, "runtime": 0, "registry": 0, "records": 0,
+    "_version": 0, "runtime": 0, "registry": 0, "records": 0, "sizes": 0,
     # 1 arrays: no labels
     "decomp": 1, "evbmf": 1,
     # 2 labels: legs, cuts, networks, spectra, the decompositions, contraction, layers of a model

@@ -12,6 +12,7 @@ from torch import nn
 from conftest import load_benchmark
 from tnconv.data import ImageDataset
 
+load_benchmark("_common")  # the scripts' sibling module: `import _common` finds it loaded
 bench = load_benchmark("bench_compress")
 
 

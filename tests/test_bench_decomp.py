@@ -12,6 +12,7 @@ import torch
 
 from conftest import load_benchmark
 
+load_benchmark("_common")  # the scripts' sibling module: `import _common` finds it loaded
 bench = load_benchmark("bench_decomp")
 
 

@@ -121,6 +121,35 @@ def test_checkpoint_round_trip(tmp_path):
         assert torch.allclose(plain(x), want, atol=1e-5)
 
 
+def test_old_reports_load_and_sizes_share_one_vocabulary(tmp_path):
+    """A report saved before ``compression_ratio`` existed (and with keys this version does not
+    know) loads; the totals are after / before (fractions) and before / after (the ratio)."""
+    small, report = _run(tnconv.cnn4(10, 1).eval(), params=0.4, allocate="energy")
+    d = report.to_dict()
+    assert d["compression_ratio"] == pytest.approx(1 / d["params_fraction"])
+    assert report.compression_ratio == pytest.approx(report.params_before / report.params_after)
+    old = {k: v for k, v in d.items() if k != "compression_ratio"}
+    old["layers"] = [{**r, "some_future_field": 1} for r in old["layers"]]
+    old["another_future_total"] = 0.5
+    path = tnconv.save_checkpoint(small, tmp_path / "old.pt",
+                                  meta={"model": "cnn4", "compress_report": old})
+    _, _, back = load_compressed(path)
+    assert [(r.name, r.ranks, r.params_after) for r in back.layers] == [
+        (r.name, r.ranks, r.params_after) for r in report.layers]
+    assert back.compression_ratio == pytest.approx(report.compression_ratio)
+
+
+def test_a_model_that_is_one_conv_is_replaced():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 16, 3)
+    small, report = _run(conv, params=0.5, allocate="energy", input_size=(8, 10, 10))
+    assert isinstance(small, FactorizedConv2d) and [r.name for r in report.layers] == [""]
+    assert sum(p.numel() for p in small.parameters()) == report.params_after
+    x = torch.randn(2, 8, 10, 10)
+    with torch.no_grad():
+        assert torch.allclose(small(x), tnconv.densify(small)(x), atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def trained(fmnist_train):
     net = _net(0, widths=(8, 16, 32, 32))

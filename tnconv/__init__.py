@@ -1,36 +1,29 @@
 """tnconv: quantum-inspired tensor networks for convolutional neural networks.
 
-Data flows one way through the package, and the module layout follows it (nothing imports
-upward; docs/architecture.md gives the rules and tests/test_architecture.py checks them)::
+Data flows one way through the package, and the module layout follows it: each top-level module
+or subpackage has a tier and imports nothing of a higher one, and no module is part of an
+import cycle (docs/architecture.md gives the rules; tests/test_architecture.py checks them)::
 
-    decomp.py             array level: the SVD / singular values, tails, norm loss, Criteria
-    legs.py, cuts.py      leg names, sub-leg factoring, cut strings ("out,kh|in,kw")
-    network.py            torch kernel -> labelled quimb network (kernel_tn)
-    spectra.py            singular values, entropies, norm curves per cut
-    truncate.py           truncation along one bipartition (Eckart-Young): truncate, CutSVD
-    factors.py            KernelFactors: what every decomposed kernel shares
-    mps.py, tucker.py,    the decompositions: to_mps -> KernelMPS, to_tucker -> KernelTucker,
-      cp.py                 to_cp -> KernelCP
-    mps_ranks.py,         max_error over a whole chain (rank allocation), ALS sweeps of chains
-      mps_sweeps.py
-    chains.py             best_chain: the leg order with the fewest parameters / least error
-    contract.py           cached opt_einsum contraction back to torch
-    modules.py            conv_layers, select_layers: finding layers in a model
-    atlas.py              spectra_atlas over whole models
-    layers/               nn.Modules only: MPSConv2d, TuckerConv2d, CPConv2d, tensorize / densify
-    models.py,            models (torchvision weights too), the CIFAR ResNets (resnet20..110);
-      cifar_resnets.py,
-      data/               datasets, image folders, any data
-                          form (Dataset, DataLoader, tensors) as batches
-    train.py              fit, evaluate
-    checkpoints.py        save / load checkpoints, train_or_load
-    study/                truncate_model, sweeps, retraining, the study runner and its profiles
-    compression/          compress: a model to a budget (allocation, EVBMF, report, storage)
-    cli.py, cli_base.py,  the ``tnconv`` command: train, eval, spectra, sweep, study, compress;
-      cli_compress.py,      what its model and data arguments may name
-      inputs.py
-    runtime.py, registry.py, records.py, _version.py
-                          leaves: device / autocast / cache folder, named choices, result rows
+    leaves       runtime.py, registry.py,   device / autocast / cache folder; named choices;
+                   records.py, sizes.py,      result rows; params_fraction / compression_ratio;
+                   _version.py                the version
+    arrays       decomp.py, evbmf.py        the SVD / singular values, tails, Criteria; VBMF
+    labels       legs.py, cuts.py           leg names, sub-leg factoring, cut strings
+                 network.py                 torch kernel -> labelled quimb network (kernel_tn)
+                 spectra.py, truncation.py  spectra per cut; one-cut truncation (truncate)
+                 factors.py, tucker.py,     KernelFactors; to_tucker -> KernelTucker,
+                   cp.py                      to_cp -> KernelCP
+                 mps/                       chains: to_mps -> KernelMPS, best_chain, rank
+                                              allocation, ALS sweeps
+                 contraction.py             cached opt_einsum contraction back to torch
+                 model_layers.py, atlas.py  find / select / replace layers; spectra_atlas
+    models       layers/                    nn.Modules only: MPSConv2d, TuckerConv2d, CPConv2d,
+                                              tensorize / densify
+                 models.py, cifar_resnets.py, data/, train.py, checkpoints.py
+    shared       pretrained.py, evaluation/ train_or_load; PrefixRunner and fingerprints
+    experiments  study/                     truncate_model, sweeps, retraining, the study runner
+                 compression/               compress: a model to a budget
+    commands     cli/                       the ``tnconv`` command (``tnconv.cli:main``)
 
 ``import tnconv`` is cheap: the core needs only torch and opt_einsum (quimb is imported by the
 functions that build networks), and the names of the layers, models, data, training and study
@@ -45,7 +38,6 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 # The core is imported eagerly (torch and opt_einsum only; quimb is imported on first use).
-# This also binds the functions `truncate` and `contract` over their same-named submodules.
 from .atlas import spectra_atlas
 from .contraction import contract, contract_tn
 from .cp import KernelCP, to_cp

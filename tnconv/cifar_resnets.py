@@ -17,7 +17,7 @@ Shortcuts where the shape changes (two per network):
   the new channels with zeros (ResNet-20: 0.27 M parameters, as in the paper).
 
 The model is built like torchvision's ResNet (``conv1, bn1, relu, layer1 .. layer3, avgpool,
-fc``, flattening between ``avgpool`` and ``fc``), so :class:`tnconv.study.prefix.PrefixRunner`
+fc``, flattening between ``avgpool`` and ``fc``), so :class:`tnconv.evaluation.prefix.PrefixRunner`
 cuts it into the chain ``conv1, bn1, relu, layer1.0, ..., layer3.{n-1}, avgpool, fc`` and a
 sweep re-runs only the blocks after the one it truncates.
 """

@@ -21,15 +21,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import torch
 from torch import nn
 
-__all__ = ["atomic_write", "autocast", "cache_dir", "model_device", "renamed", "resolve_device"]
+__all__ = ["atomic_write", "autocast", "cache_dir", "model_device", "resolve_device"]
 
 
 def cache_dir(sub: str | None = None) -> Path:
@@ -129,30 +128,3 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
             os.unlink(tmp)
         raise
     return path
-
-
-def renamed(old: str, new: str) -> property:
-    """A read-only property ``old`` that returns attribute ``new`` with a ``FutureWarning``.
-
-    Old names of one quantity stay one release (tnconv's size vocabulary:
-    ``params_fraction`` = after/before, ``compression_ratio`` = before/after).
-
-    Examples
-    --------
-    >>> import warnings
-    >>> class Report:
-    ...     compression_ratio = 4.0
-    ...     ratio = renamed("ratio", "compression_ratio")
-    >>> with warnings.catch_warnings(record=True) as caught:
-    ...     warnings.simplefilter("always")
-    ...     value = Report().ratio
-    >>> value, caught[0].category.__name__
-    (4.0, 'FutureWarning')
-    """
-
-    def get(self: Any) -> Any:
-        warnings.warn(f"{type(self).__name__}.{old} is renamed {new!r}; the old name goes in "
-                      "the next release", FutureWarning, stacklevel=2)
-        return getattr(self, new)
-
-    return property(get, doc=f"Deprecated: the old name of :attr:`{new}`.")

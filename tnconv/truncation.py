@@ -22,13 +22,13 @@ from typing_extensions import Unpack
 from .cuts import CutSpec, format_cut
 from .decomp import Criteria, CriteriaOptions, norm_loss, svd, tail_errors
 from .legs import SplitSpec
-from .runtime import renamed
+from .sizes import Sizes, renamed
 from .spectra import entropy, matricize
 
 __all__ = ["truncate", "CutSVD", "TruncationReport"]
 
 @dataclass(frozen=True)
-class TruncationReport:
+class TruncationReport(Sizes):
     """What a truncation along one cut did.
 
     Attributes
@@ -65,16 +65,6 @@ class TruncationReport:
     entropy_after: float
     params_before: int
     params_after: int
-
-    @property
-    def compression_ratio(self) -> float:
-        """``params_before / params_after``."""
-        return self.params_before / self.params_after
-
-    @property
-    def params_fraction(self) -> float:
-        """``params_after / params_before``."""
-        return self.params_after / self.params_before
 
     params_factored = renamed("params_factored", "params_after")
     params_dense = renamed("params_dense", "params_before")

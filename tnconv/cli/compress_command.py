@@ -29,6 +29,11 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _described(registry: Any) -> str:
+    """``name: description; ...`` of a compression registry (its entries' ``description``)."""
+    return "; ".join(f"{name}: {entry.description}" for name, entry in registry.items())
+
+
 def add_compress(subparsers: argparse._SubParsersAction) -> None:
     """Register ``tnconv compress``.
 
@@ -64,13 +69,15 @@ def add_compress(subparsers: argparse._SubParsersAction) -> None:
     budget.add_argument("--max-error", type=_fraction, default=None, metavar="E",
                         help="relative Frobenius error allowed in every layer")
     p.add_argument("--method", choices=list(METHODS), default="auto",
-                   help="factorization of the layers (default: auto, the best per layer)")
+                   help="factorization of the layers (default: auto, the best per layer): "
+                        f"{_described(METHODS)}")
     p.add_argument("--allocate", choices=list(ALLOCATIONS), default="sensitivity",
                    help="how the budget is shared by the layers (default: sensitivity, which "
-                        "needs --data)")
+                        f"needs --data): {_described(ALLOCATIONS)}")
     p.add_argument("--fit", choices=list(FITS), default="auto",
                    help="factors of the kernels (weights) or of each layer's outputs on the data "
-                        "(data; sensitivity only); auto: data with --allocate sensitivity")
+                        "(data; sensitivity only; default: auto): "
+                        f"{_described(FITS)}")
     p.add_argument("--cuts", nargs="+", default=["auto"], metavar="CUT",
                    help="'auto' (per layer, the best cut) or cut strings, e.g. 'out,kh|in,kw'")
     p.add_argument("--layers", nargs="+", default=["*"], metavar="PATTERN",

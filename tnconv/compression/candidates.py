@@ -33,7 +33,8 @@ from .families import (
     dense_option,
 )
 
-__all__ = ["LayerChoices", "Method", "METHODS", "layer_families", "build_layer", "swap_layer",
+__all__ = ["LayerChoices", "Method", "FamilyBuilder", "METHODS", "layer_families", "build_layer",
+           "swap_layer",
            # re-exported from .families, where they are defined
            "Option", "Geometry", "Family", "SVDFamily", "TuckerFamily", "MPSFamily",
            "CPFamily", "CHEAP_CUTS", "MPS_CHAIN", "dense_option"]
@@ -104,7 +105,7 @@ def _auto(weight: torch.Tensor, bias: int, geom: Geometry | None, cuts: Any) -> 
 #: Valid ``method`` values of :func:`tnconv.compress`: name -> :class:`Method`.
 METHODS: Registry[Method] = Registry("method", {
     "auto": Method(_auto, "per layer the best of svd, tucker and mps"),
-    "svd": Method(_svd, "a two-site cut at rank r (the cuts of cuts=)"),
+    "svd": Method(_svd, "a two-site cut at rank r (each cut of cuts)"),
     "tucker": Method(lambda w, b, g, _: [TuckerFamily(w, b, g)], "Tucker-2 (r_out, r_in)"),
     "mps": Method(lambda w, b, g, _: [MPSFamily(w, b, g)], f"the chain {MPS_CHAIN}"),
     "cp": Method(lambda w, b, g, _: [CPFamily(w, b, g)], "CP rank R by ALS (slow)"),

@@ -30,6 +30,7 @@ drops, then the best measured allocation.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -134,7 +135,8 @@ def _candidates(layers: Sequence[LayerChoices], fitted: Sequence[LayerChoices], 
 
 def pick_candidate(cands: Sequence[Candidate]) -> Candidate:
     """The fastest candidate within ``LATENCY_TOLERANCE`` of the most accurate, and not below
-    any of ``uniform``, ``energy`` and ``vbmf`` (the most accurate when any is untimed).
+    any of ``uniform``, ``energy`` and ``vbmf`` (the data-free modes of :data:`ALLOCATIONS`,
+    when among ``cands``); the most accurate when any of those left is untimed.
 
     Examples
     --------
@@ -145,7 +147,7 @@ def pick_candidate(cands: Sequence[Candidate]) -> Candidate:
     'knapsack+flops0.01'
     """
     best = max(c.accuracy for c in cands)
-    floor = max([c.accuracy for c in cands if c.label in _plain()], default=best)
+    floor = max([c.accuracy for c in cands if c.label in _plain()], default=-math.inf)
     pool = [c for c in cands if c.accuracy >= max(best - LATENCY_TOLERANCE, floor) - 1e-12]
     if all(c.latency_s is not None for c in pool):
         return min(pool, key=lambda c: (c.latency_s, -c.accuracy, c.loss))
@@ -286,7 +288,7 @@ class Allocation:
 
 #: Valid ``allocate`` values of :func:`tnconv.compress`: name -> :class:`Allocation`.
 ALLOCATIONS: Registry[Allocation] = Registry("allocation", {
-    "uniform": Allocation(allocate_uniform, "the same kept fraction of every layer's cost"),
+    "uniform": Allocation(allocate_uniform, "one kept fraction of every layer's cost (no data)"),
     "energy": Allocation(allocate_energy, "one threshold on the discarded energy (no data)"),
     "vbmf": Allocation(allocate_vbmf, "EVBMF ranks scaled by one common factor (no data)"),
     "sensitivity": Allocation(allocate_sensitivity, "measured accuracy drops on data: "

@@ -1,7 +1,8 @@
 """The report of :func:`tnconv.compress`: per layer and in total, as a table, dict or JSON.
 
-Sizes use one vocabulary: ``params_fraction`` and ``flops_fraction`` are after / before (the
-fraction kept), ``compression_ratio`` is before / after (how many times fewer parameters).
+Sizes use tnconv's one vocabulary (:mod:`tnconv.sizes`): ``params_fraction`` and
+``flops_fraction`` are after / before (the fraction kept), ``compression_ratio`` is before /
+after (how many times fewer parameters).
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from ..runtime import atomic_write
+from ..sizes import Sizes
 
 __all__ = ["LayerResult", "CompressReport"]
 
 
 @dataclass
-class LayerResult:
-    """One selected layer after compression.
+class LayerResult(Sizes):
+    """One selected layer after compression (with :attr:`params_fraction` and
+    :attr:`compression_ratio` of its parameters).
 
     Attributes
     ----------
@@ -61,8 +64,12 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 @dataclass
-class CompressReport:
+class CompressReport(Sizes):
     """What :func:`tnconv.compress` did, and what it measured.
+
+    The totals over the selected layers: :attr:`params_before`, :attr:`params_after`,
+    :attr:`params_fraction` (after / before), :attr:`compression_ratio` (before / after) and
+    :attr:`flops_fraction` (after / before).
 
     Attributes
     ----------
@@ -124,26 +131,17 @@ class CompressReport:
         return sum(r.params_after for r in self.layers)
 
     @property
-    def params_fraction(self) -> float:
-        """``params_after / params_before`` (the achieved fraction)."""
-        return self.params_after / self.params_before if self.params_before else math.nan
-
-    @property
-    def compression_ratio(self) -> float:
-        """``params_before / params_after``: how many times fewer parameters (above 1).
+    def flops_fraction(self) -> float | None:
+        """Achieved fraction (after / before) of the selected layers' multiply-adds (``None``
+        when unknown).
 
         Examples
         --------
-        >>> r = CompressReport([LayerResult("0", "svd", "out|in,kh,kw", (2,), 64, 16, None,
-        ...                                 None, 0.5)])
-        >>> r.params_fraction, r.compression_ratio
-        (0.25, 4.0)
+        >>> r = CompressReport([LayerResult("0", "svd", "out|in,kh,kw", (2,), 64, 16, 640, 160,
+        ...                                 0.5)])
+        >>> r.params_fraction, r.compression_ratio, r.flops_fraction
+        (0.25, 4.0, 0.25)
         """
-        return self.params_before / self.params_after if self.params_after else math.nan
-
-    @property
-    def flops_fraction(self) -> float | None:
-        """Achieved fraction of the selected layers' multiply-adds (``None`` when unknown)."""
         if any(r.flops_before is None or r.flops_after is None for r in self.layers):
             return None
         before = sum(r.flops_before for r in self.layers)  # type: ignore[misc]

@@ -276,7 +276,7 @@ class FactorizedConv2d(nn.Module):
     def kernel(self) -> torch.Tensor:
         """The dense kernel ``[out, in/groups, kh, kw]``, rebuilt from the factors.
 
-        One cached opt_einsum contraction (:func:`tnconv.contract.contract`), differentiable
+        One cached opt_einsum contraction (:func:`tnconv.contraction.contract`), differentiable
         with respect to the factors; no decomposition, so no SVD in the backward pass.
         """
         arrays, inds, out = self._kernel_network()

@@ -25,7 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..model_layers import LayerSpec, replace_layer, select_layers
-from ..runtime import renamed
+from ..sizes import Sizes, renamed
 from .base import FactorizedConv2d
 from .cp_conv2d import CPConv2d
 from .mps_conv2d import MPSConv2d
@@ -47,7 +47,7 @@ LayerSelector = LayerSpec
 
 
 @dataclass(frozen=True)
-class LayerReport:
+class LayerReport(Sizes):
     """Parameters of one replaced layer before and after."""
 
     name: str
@@ -56,21 +56,11 @@ class LayerReport:
     params_before: int
     params_after: int
 
-    @property
-    def compression_ratio(self) -> float:
-        """``params_before / params_after``."""
-        return self.params_before / self.params_after
-
-    @property
-    def params_fraction(self) -> float:
-        """``params_after / params_before``."""
-        return self.params_after / self.params_before
-
     ratio = renamed("ratio", "compression_ratio")
 
 
 @dataclass
-class TensorizeReport:
+class TensorizeReport(Sizes):
     """What :func:`tensorize` replaced, with parameter counts.
 
     Attributes
@@ -101,16 +91,6 @@ class TensorizeReport:
     def params_after(self) -> int:
         """Parameters of their factorized replacements."""
         return sum(r.params_after for r in self.layers)
-
-    @property
-    def compression_ratio(self) -> float:
-        """Compression of the replaced layers, ``params_before / params_after``."""
-        return self.params_before / self.params_after if self.params_after else float("nan")
-
-    @property
-    def params_fraction(self) -> float:
-        """What is left of the replaced layers, ``params_after / params_before``."""
-        return self.params_after / self.params_before if self.params_before else float("nan")
 
     ratio = renamed("ratio", "compression_ratio")
 
@@ -177,7 +157,7 @@ def tensorize(
         Which ``nn.Conv2d`` modules to replace: ``None`` (default) for every ``nn.Conv2d``,
         1x1 ones included (they hold most of a ResNet-50's weights); a name pattern such as
         ``"layer4.*"`` or a list of them (``fnmatch`` on the qualified module name); or a
-        predicate ``(name, module) -> bool`` (:func:`tnconv.modules.select_layers`: a pattern
+        predicate ``(name, module) -> bool`` (:func:`tnconv.model_layers.select_layers`: a pattern
         that matches no ``nn.Conv2d``, or a selection of none, raises ``ValueError``). Only
         ``nn.Conv2d`` modules are ever replaced; subclasses with their own ``forward`` are left
         as they are, with a warning, and listed in ``report.skipped``.

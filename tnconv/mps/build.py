@@ -81,8 +81,8 @@ def to_mps(
     >>> auto.num_params <= mps.num_params and auto.rel_error <= 0.5
     True
     """
+    crit = Criteria.from_options(dict(criteria))  # validated before any work
     if isinstance(cut, str) and cut.strip().lower() == "auto":
-        crit = Criteria.from_options(dict(criteria))  # validated before the search
         check_sweeps(sweeps)
         cut = best_chain(kernel, split=split, max_error=crit.max_error or 0.1).best
-    return decompose_chain(kernel, cut, split=split, dtype=dtype, sweeps=sweeps, **criteria)
+    return decompose_chain(kernel, cut, crit, split=split, dtype=dtype, sweeps=sweeps)

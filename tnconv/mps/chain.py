@@ -33,11 +33,10 @@ import math
 from typing import Any, NamedTuple
 
 import torch
-from typing_extensions import Unpack
 
 from ..contraction import contract
 from ..cuts import CutSpec, default_chain, format_cut, parse_cut
-from ..decomp import Criteria, CriteriaOptions, frobenius_norm
+from ..decomp import Criteria, frobenius_norm
 from ..factors import KernelFactors
 from ..legs import SplitSpec
 from ..network import compute_dtype, import_quimb, layout
@@ -404,30 +403,28 @@ def _measured_error(kernel: torch.Tensor, chain: torch.Tensor, norm2: float,
     return diff / norm if norm > 0 else diff
 
 
-def decompose_chain(
-    kernel: torch.Tensor,
-    cut: CutSpec | None = None,
-    *,
-    split: SplitSpec = None,
-    dtype: torch.dtype | None = None,
-    sweeps: int = 0,
-    **criteria: Unpack[CriteriaOptions],
-) -> KernelMPS:
+def decompose_chain(kernel: torch.Tensor, cut: CutSpec | None, crit: Criteria, *,
+                    split: SplitSpec = None, dtype: torch.dtype | None = None,
+                    sweeps: int = 0) -> KernelMPS:
     """TT-SVD of a kernel along one given chain: :func:`tnconv.to_mps` without ``cut="auto"``.
 
-    The parameters are those of :func:`tnconv.to_mps`; ``cut`` names the chain (``None``: the
-    default chain). :mod:`tnconv.mps.order` searches leg orders with it, and
+    ``cut`` names the chain (``None``: the default chain), ``crit`` holds the truncation
+    criteria (built from :func:`tnconv.to_mps`'s keywords by
+    :meth:`tnconv.decomp.Criteria.from_options`); the other parameters are
+    :func:`tnconv.to_mps`'s. :mod:`tnconv.mps.order` searches leg orders with it, and
     :func:`tnconv.to_mps` calls it once the order is known.
 
     Examples
     --------
     >>> import torch
-    >>> from tnconv.mps.chain import decompose_chain
-    >>> decompose_chain(torch.randn(8, 4, 3, 3), "out|kh|kw|in", max_bond=2).bond_dims
+    >>> from tnconv.decomp import Criteria
+    >>> crit = Criteria.from_options({"max_bond": 2})
+    >>> decompose_chain(torch.randn(8, 4, 3, 3), "out|kh|kw|in", crit).bond_dims
     [2, 2, 2]
     """
     import_quimb()  # quimb is needed (for KernelMPS.tn): fail early without it
-    crit = Criteria.from_options(criteria)
+    if not isinstance(crit, Criteria):
+        raise TypeError(f"crit must be a tnconv.decomp.Criteria, got {type(crit).__name__}")
     sweeps = check_sweeps(sweeps)
     lay = layout(kernel, split)
     if isinstance(cut, str) and cut.strip().lower() == "auto":

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from ..cuts import CutSpec, default_chain, format_cut, parse_cut
-from ..decomp import check_max_error, check_positive_int, rank_for_error, svdvals
+from ..decomp import Criteria, check_max_error, check_positive_int, rank_for_error, svdvals
 from ..legs import SplitSpec
 from ..network import KernelLayout, compute_dtype, layout
 from ..spectra import entropy
@@ -212,8 +212,8 @@ def best_chain(
         guide = _beam_search(kernel, lay, criterion, target, beam)
         chains, method = _unique_chains([default.split("|"), *guide], lay), "beam"
     if criterion == "max_error":
-        rows = [_row(decompose_chain(kernel, c, split=split, max_error=target), lay)
-                for c in chains]
+        crit = Criteria(max_error=target)
+        rows = [_row(decompose_chain(kernel, c, crit, split=split), lay) for c in chains]
         rows.sort(key=lambda r: (r["num_params"], round(r["rel_error"], _DIGITS)))
     else:
         rows = [r for c in chains if (r := _budget_row(kernel, c, lay, split, int(target)))]
@@ -388,13 +388,13 @@ def _budget_row(kernel: torch.Tensor, chain: str, lay: KernelLayout, split: Spli
               default=1)
     best = None
     while chi >= 1:  # the prediction is checked against the decomposition itself
-        mps = decompose_chain(kernel, chain, split=split, max_bond=chi)
+        mps = decompose_chain(kernel, chain, Criteria(max_bond=chi), split=split)
         if mps.num_params <= budget:
             best = (chi, mps)
             break
         chi -= 1
     while best is not None:  # and raised while a larger cap still fits and changes the chain
-        bigger = decompose_chain(kernel, chain, split=split, max_bond=best[0] + 1)
+        bigger = decompose_chain(kernel, chain, Criteria(max_bond=best[0] + 1), split=split)
         if bigger.num_params > budget or bigger.bond_dims == best[1].bond_dims:
             return {**_row(best[1], lay), "max_bond": best[0]}
         best = (best[0] + 1, bigger)

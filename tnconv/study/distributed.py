@@ -13,7 +13,7 @@ GPUs (and ``device`` is not ``"cpu"``), else for ``threads`` CPUs. The baseline 
 on a worker too, so the driver computes nothing heavy.
 
 The driver holds the results file (its lock, the rows and the fingerprint ``<out>.meta.json``
-of :mod:`tnconv.study.fingerprint`, exactly as a local sweep) and appends each task's rows as
+of :mod:`tnconv.evaluation.fingerprint`, exactly as a local sweep) and appends each task's rows as
 the task finishes, with one progress bar. Faults:
 
 * a worker that dies in the middle of a task (killed, out of memory, a lost node): Ray restarts

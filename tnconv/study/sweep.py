@@ -16,7 +16,7 @@ Why it is fast
   is the baseline and needs no evaluation (the naive reference, ``reuse_svd=False``, evaluates
   the untouched model there, with the same result).
 * Only the stages after the truncated layer run, from activations cached at the input of its
-  enclosing block (:class:`tnconv.study.prefix.PrefixRunner`); the accuracy is exactly that of
+  enclosing block (:class:`tnconv.evaluation.prefix.PrefixRunner`); the accuracy is exactly that of
   a full evaluation, and models whose structure does not allow it are evaluated whole.
 * The work is sorted by block so each cached activation serves all its layers; the kernel is
   swapped in place in one working copy of the model and restored afterwards.
@@ -29,7 +29,7 @@ produced. Rows are keyed by ``(mode, layer, cut, criterion, level)``; a new run 
 ``out`` reads the file, drops a partially written last line, skips the rows already there and
 appends the rest, so an interrupted sweep resumes with no row lost or duplicated. The rows are
 reused only when the sweep is the same: its fingerprint (a hash of the model's weights and of
-the data, the cuts, levels and criterion; :mod:`tnconv.study.fingerprint`) is kept in
+the data, the cuts, levels and criterion; :mod:`tnconv.evaluation.fingerprint`) is kept in
 ``<out>.meta.json`` and a mismatch is refused, saying what differs. One sweep writes a file at
 a time (a lock file, ``<out>.lock``); duplicate rows found on resuming are dropped with a
 warning.
