@@ -34,7 +34,7 @@ TIERS: dict[str, int] = {
     # 0 leaves: import nothing of the package
     "_version": 0, "runtime": 0, "registry": 0, "records": 0, "sizes": 0,
     # 1 arrays: no labels
-    "decomp": 1, "evbmf": 1,
+    "decomp": 1, "vbmf": 1,
     # 2 labels: legs, cuts, networks, spectra, the decompositions, contraction, layers of a model
     "legs": 2, "cuts": 2, "network": 2, "spectra": 2, "truncation": 2, "factors": 2, "mps": 2,
     "tucker": 2, "cp": 2, "contraction": 2, "model_layers": 2, "atlas": 2,

@@ -7,7 +7,7 @@ import cycle (docs/architecture.md gives the rules; tests/test_architecture.py c
     leaves       runtime.py, registry.py,   device / autocast / cache folder; named choices;
                    records.py, sizes.py,      result rows; params_fraction / compression_ratio;
                    _version.py                the version
-    arrays       decomp.py, evbmf.py        the SVD / singular values, tails, Criteria; VBMF
+    arrays       decomp.py, vbmf.py         the SVD / singular values, tails, Criteria; EVBMF
     labels       legs.py, cuts.py           leg names, sub-leg factoring, cut strings
                  network.py                 torch kernel -> labelled quimb network (kernel_tn)
                  spectra.py, truncation.py  spectra per cut; one-cut truncation (truncate)
@@ -50,6 +50,7 @@ from .records import Records
 from .spectra import NormCurve, entropy, norm_curve, rank_for_error, spectrum
 from .truncation import CutSVD, TruncationReport, truncate
 from .tucker import KernelTucker, to_tucker
+from .vbmf import evbmf
 
 # Lazily resolved names (they import torchvision, matplotlib, ...): name -> submodule.
 _EXPORTS: dict[str, str] = {
@@ -80,7 +81,6 @@ _EXPORTS: dict[str, str] = {
     "spectra_atlas_many": "study",
     # compression to a budget
     "compress": "compression",
-    "evbmf": "compression",
     "CompressReport": "compression",
     "save_compressed": "compression",
     "load_compressed": "compression",
@@ -172,7 +172,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .checkpoints import load_checkpoint, save_checkpoint
     from .cifar_resnets import resnet20, resnet32, resnet56, resnet110
-    from .compression import CompressReport, compress, evbmf, load_compressed, save_compressed
+    from .compression import CompressReport, compress, load_compressed, save_compressed
     from .data import load_dataset
     from .layers import CPConv2d, MPSConv2d, TuckerConv2d, densify, tensorize
     from .models import cnn4, get_model, resnet50

@@ -93,7 +93,7 @@ def spectra_atlas(
         Also put the singular values (a CPU tensor) in each row under ``"spectrum"``.
     best_chain
         Also search each layer's best MPS chain at 10% relative error
-        (:func:`tnconv.chains.best_chain`, a few MPS decompositions per layer: much slower
+        (:func:`tnconv.mps.order.best_chain`, a few MPS decompositions per layer: much slower
         than the spectra) and add to every row of the layer ``best_chain``,
         ``best_chain_params``, ``best_chain_compression_ratio``, ``best_chain_error`` and, for
         comparison, ``default_chain_params`` (the default chain ``out|kh|kw|in`` at 10%).

@@ -2,7 +2,7 @@
 
 A decomposition (:func:`tnconv.to_mps`, :func:`tnconv.to_tucker`, :func:`tnconv.to_cp`) returns
 a kernel as factors with named indices; contracting them (one cached opt_einsum expression,
-:mod:`tnconv.contract`) gives the dense kernel back in the input's dtype and device. The
+:mod:`tnconv.contraction`) gives the dense kernel back in the input's dtype and device. The
 parameter count, compression ratio, measured relative error, ``summary()`` and ``repr`` are
 written once here, as tensorly-torch keeps its factorized tensors apart from the layers that use
 them.

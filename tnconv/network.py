@@ -4,7 +4,7 @@
 indices are the kernel's leg names (``out, in, kh, kw``; sub-legs ``out0, out1, ...`` when a
 leg is split). The data stays the caller's torch tensor, on its device, with its autograd
 graph: quimb only holds the labels and the network structure. Splitting and compressing the
-network (:mod:`tnconv.mps`) and contracting it back (:mod:`tnconv.contract`) happen in torch.
+network (:mod:`tnconv.mps`) and contracting it back (:mod:`tnconv.contraction`) happen in torch.
 """
 
 from __future__ import annotations

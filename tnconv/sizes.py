@@ -27,7 +27,7 @@ import math
 import warnings
 from typing import Any
 
-__all__ = ["Sizes", "renamed"]
+__all__ = ["LayerSums", "Sizes", "renamed"]
 
 
 class Sizes:
@@ -46,6 +46,30 @@ class Sizes:
     def compression_ratio(self) -> float:
         """``params_before / params_after``: how many times fewer parameters."""
         return self.params_before / self.params_after if self.params_after else math.nan
+
+
+class LayerSums(Sizes):
+    """:class:`Sizes` of a report whose ``layers`` each have ``params_before`` and
+    ``params_after``: the totals are their sums.
+
+    >>> from types import SimpleNamespace as NS
+    >>> class Report(LayerSums):
+    ...     layers = [NS(params_before=100, params_after=20), NS(params_before=50, params_after=10)]
+    >>> Report().params_before, Report().compression_ratio
+    (150, 5.0)
+    """
+
+    layers: list[Any]
+
+    @property
+    def params_before(self) -> int:  # type: ignore[override]
+        """Parameters of the layers before (weights and biases)."""
+        return sum(r.params_before for r in self.layers)
+
+    @property
+    def params_after(self) -> int:  # type: ignore[override]
+        """Parameters of their replacements."""
+        return sum(r.params_after for r in self.layers)
 
 
 def renamed(old: str, new: str) -> property:

@@ -210,7 +210,7 @@ def _floats(text: str) -> tuple[float, ...]:
 def add_input_options(parser: argparse.ArgumentParser) -> None:
     """The model and data options of ``eval``, ``sweep`` and ``study`` (``--dataset`` is the
     command's)."""
-    g = parser.add_argument_group("your own model and data (see tnconv.inputs)")
+    g = parser.add_argument_group("your own model and data (see tnconv.cli.arguments)")
     g.add_argument("--weights", default=None, metavar="NAME",
                    help="torchvision weights of a model name, e.g. DEFAULT or IMAGENET1K_V1 "
                         "(from the torch hub cache, or downloaded)")

@@ -19,7 +19,7 @@ module             contents
 =================  =================================================================
 
 :func:`evbmf` (empirical VBMF ranks, Nakajima et al. 2013) is an array-level routine of the
-core, :mod:`tnconv.evbmf`, re-exported here.
+core, :mod:`tnconv.vbmf`, re-exported here.
 
 Examples
 --------
@@ -31,7 +31,7 @@ Examples
 
 from __future__ import annotations
 
-from ..evbmf import EVBMFResult, evbmf
+from ..vbmf import EVBMFResult, evbmf
 from .api import compress
 from .candidates import METHODS
 from .choose import ALLOCATIONS

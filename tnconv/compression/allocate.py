@@ -122,10 +122,8 @@ def allocate_uniform(layers: Sequence[LayerChoices], budget: float, kind: str) -
     Examples
     --------
     >>> import torch
-    >>> from tnconv.compression.candidates import LayerChoices, SVDFamily, dense_option
-    >>> w = torch.randn(8, 8, 1, 1)
-    >>> layer = LayerChoices("0", dense_option((8, 8, 1, 1), 0, None),
-    ...                      [SVDFamily(w, 0, None, "out|in,kh,kw")])
+    >>> from tnconv.compression.candidates import LayerChoices
+    >>> layer = LayerChoices.svd("0", torch.randn(8, 8, 1, 1))
     >>> [o.ranks for o in allocate_uniform([layer], 32.0, "params")]
     [(2,)]
     """
@@ -149,10 +147,8 @@ def allocate_energy(layers: Sequence[LayerChoices], budget: float, kind: str) ->
     Examples
     --------
     >>> import torch
-    >>> from tnconv.compression.candidates import LayerChoices, SVDFamily, dense_option
-    >>> w = torch.randn(8, 8, 1, 1)
-    >>> layer = LayerChoices("0", dense_option((8, 8, 1, 1), 0, None),
-    ...                      [SVDFamily(w, 0, None, "out|in,kh,kw")])
+    >>> from tnconv.compression.candidates import LayerChoices
+    >>> layer = LayerChoices.svd("0", torch.randn(8, 8, 1, 1))
     >>> [o.ranks for o in allocate_energy([layer], 32.0, "params")]
     [(2,)]
     """
@@ -252,10 +248,8 @@ def allocate_min_loss(layers: Sequence[LayerChoices], budget: float, kind: str,
     Examples
     --------
     >>> import torch
-    >>> from tnconv.compression.candidates import LayerChoices, SVDFamily, dense_option
-    >>> w = torch.randn(8, 8, 1, 1)
-    >>> layer = LayerChoices("0", dense_option((8, 8, 1, 1), 0, None),
-    ...                      [SVDFamily(w, 0, None, "out|in,kh,kw")])
+    >>> from tnconv.compression.candidates import LayerChoices
+    >>> layer = LayerChoices.svd("0", torch.randn(8, 8, 1, 1))
     >>> [o.ranks for o in allocate_min_loss([layer], 32.0, "params", lambda i, o: o.error)]
     [(2,)]
     """
@@ -308,10 +302,9 @@ def allocate_max_error(layers: Sequence[LayerChoices], max_error: float, kind: s
     Examples
     --------
     >>> import torch
-    >>> from tnconv.compression.candidates import LayerChoices, SVDFamily, dense_option
+    >>> from tnconv.compression.candidates import LayerChoices
     >>> w = torch.diag(torch.tensor([4.0, 3.0] + [0.1] * 6))[:, :, None, None]
-    >>> layer = LayerChoices("0", dense_option((8, 8, 1, 1), 0, None),
-    ...                      [SVDFamily(w, 0, None, "out|in,kh,kw")])
+    >>> layer = LayerChoices.svd("0", w)
     >>> [o.ranks for o in allocate_max_error([layer], 0.1, "params")]
     [(2,)]
     """

@@ -287,7 +287,7 @@ def compress(
         or a list of them.
     layers
         Which ``nn.Conv2d`` layers: ``"*"`` (all), patterns or a predicate
-        (:func:`tnconv.modules.select_layers`). Grouped convolutions stay dense.
+        (:func:`tnconv.model_layers.select_layers`). Grouped convolutions stay dense.
     finetune, epochs, train_data
         ``epochs > 0`` fine-tunes the factored model with :func:`tnconv.fit` on
         ``train_data``, or on ``data`` when it is None (with a warning); ``finetune``

@@ -58,6 +58,16 @@ class LayerChoices:
     dense: Option
     families: list[Family]
 
+    @classmethod
+    def svd(cls, name: str, weight: torch.Tensor, cut: str = "out|in,kh,kw") -> LayerChoices:
+        """A layer of ``weight`` (no bias, no measured geometry) with one SVD family.
+
+        >>> LayerChoices.svd("0", torch.randn(8, 8, 1, 1)).best_family("params").key
+        'svd out|in,kh,kw'
+        """
+        shape = tuple(weight.shape)
+        return cls(name, dense_option(shape, 0, None), [SVDFamily(weight, 0, None, cut)])
+
     def options(self, kind: str) -> list[Option]:
         """Every grid option cheaper than dense (in ``kind``), then dense."""
         limit = self.dense.cost(kind)
@@ -195,7 +205,7 @@ def swap_layer(model: nn.Module, name: str, option: Option
     -------
     (model, conv, new)
         The model to use from now on (``new`` itself when ``name`` is ``""``: a model that is
-        one convolution; :func:`tnconv.modules.replace_layer`), the conv and its replacement
+        one convolution; :func:`tnconv.model_layers.replace_layer`), the conv and its replacement
         (``conv`` itself for dense).
 
     Examples

@@ -25,8 +25,8 @@ import torch
 
 from ..cuts import parse_cut
 from ..decomp import left_singular, svdvals, tail_errors
-from ..evbmf import evbmf
 from ..spectra import matricize
+from ..vbmf import evbmf
 
 __all__ = ["Option", "Geometry", "Family", "SVDFamily", "TuckerFamily", "MPSFamily",
            "CPFamily", "CHEAP_CUTS", "MPS_CHAIN", "dense_option"]

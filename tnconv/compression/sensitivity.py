@@ -7,7 +7,7 @@ forward form on CPUs) and its data-fitted family when it has one (:mod:`.datafit
 most accurate option within each of :data:`PROBE_FRACTIONS` of the layer's dense cost.
 :class:`Evaluator` measures each probe on ``data`` with only that layer changed (its kernel
 replaced by the one the factored layer computes; the prefix of the model before the
-layer is evaluated once per layer, :class:`tnconv.study.prefix.PrefixRunner`), and whole
+layer is evaluated once per layer, :class:`tnconv.evaluation.prefix.PrefixRunner`), and whole
 allocations (every layer changed at once: one pass over ``data`` each).
 
 :func:`probe_curves` turns each (layer, family) into a :class:`DropCurve`: the measured score
@@ -18,7 +18,7 @@ rank. The cross-entropy term separates options whose accuracy drops tie at 0 on 
 evaluation images.
 
 Everything measured is kept in one JSON file under ``runtime.cache_dir("compress")`` named by
-a hash of the model's weights and the data (:mod:`tnconv.study.fingerprint`): probes and
+a hash of the model's weights and the data (:mod:`tnconv.evaluation.fingerprint`): probes and
 allocations measured once are read back, and the output moments of the data fits from a
 ``.pt`` file beside it (pass ``cache=False`` to re-measure). Latencies are
 not kept: timings of two runs do not compare, so each run times its candidates again.
@@ -161,7 +161,7 @@ def probe_curves(plan: dict[str, list[Option]], measured: dict[str, tuple[float,
 class Evaluator:
     """Accuracy and loss on ``data`` of ``model`` with some layers' kernels replaced.
 
-    The working copy, its :class:`~tnconv.study.prefix.PrefixRunner` and every factored
+    The working copy, its :class:`~tnconv.evaluation.prefix.PrefixRunner` and every factored
     kernel are made on first use only, so a fully cached run evaluates nothing.
 
     Parameters

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runtime import atomic_write
-from ..sizes import Sizes
+from ..sizes import LayerSums, Sizes
 
 __all__ = ["LayerResult", "CompressReport"]
 
@@ -64,7 +64,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 @dataclass
-class CompressReport(Sizes):
+class CompressReport(LayerSums):
     """What :func:`tnconv.compress` did, and what it measured.
 
     The totals over the selected layers: :attr:`params_before`, :attr:`params_after`,
@@ -120,15 +120,6 @@ class CompressReport(Sizes):
     notes: list[str] = field(default_factory=list)
     candidates: list[dict[str, Any]] = field(default_factory=list)
 
-    @property
-    def params_before(self) -> int:
-        """Parameters of the selected layers before."""
-        return sum(r.params_before for r in self.layers)
-
-    @property
-    def params_after(self) -> int:
-        """Parameters of the selected layers after."""
-        return sum(r.params_after for r in self.layers)
 
     @property
     def flops_fraction(self) -> float | None:

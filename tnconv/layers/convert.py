@@ -25,7 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..model_layers import LayerSpec, replace_layer, select_layers
-from ..sizes import Sizes, renamed
+from ..sizes import LayerSums, Sizes, renamed
 from .base import FactorizedConv2d
 from .cp_conv2d import CPConv2d
 from .mps_conv2d import MPSConv2d
@@ -60,7 +60,7 @@ class LayerReport(Sizes):
 
 
 @dataclass
-class TensorizeReport(Sizes):
+class TensorizeReport(LayerSums):
     """What :func:`tensorize` replaced, with parameter counts.
 
     Attributes
@@ -82,15 +82,6 @@ class TensorizeReport(Sizes):
     model_params_after: int = 0
     skipped: list[str] = field(default_factory=list)
 
-    @property
-    def params_before(self) -> int:
-        """Parameters of the replaced convolutions (weights and biases)."""
-        return sum(r.params_before for r in self.layers)
-
-    @property
-    def params_after(self) -> int:
-        """Parameters of their factorized replacements."""
-        return sum(r.params_after for r in self.layers)
 
     ratio = renamed("ratio", "compression_ratio")
 

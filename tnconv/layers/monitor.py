@@ -70,7 +70,7 @@ def recompress(
         A model (or a single layer).
     threshold
         Singular values ``<= threshold`` are dropped (relative to each bond's largest with
-        the default ``cutoff_mode="rel"``; see :mod:`tnconv.truncate` for the other modes).
+        the default ``cutoff_mode="rel"``; see :mod:`tnconv.truncation` for the other modes).
     cutoff_mode
         How ``threshold`` is read (quimb's vocabulary).
 

@@ -8,7 +8,7 @@ increase (one-site ALS). A sweep visits every site once, alternating direction (
 right to left, from a left-canonical chain such as the TT-SVD's). The error after every sweep
 is measured on the dense tensor, in float64; the best chain is kept.
 
-Also the chain helpers shared with :mod:`tnconv.mps_ranks`: :func:`chain_dense`,
+Also the chain helpers shared with :mod:`tnconv.mps.ranks`: :func:`chain_dense`,
 :func:`chain_params`, :func:`tail_squares`, :func:`cut_spectra`, and the canonical forms.
 """
 
@@ -112,7 +112,7 @@ def canonical_minimal(cores: Sequence[torch.Tensor], limit: float, *,
     The chain is left-orthonormalised first (:func:`left_canonical`) unless
     ``left_orthonormal`` says its cores but the last already are (a TT-SVD's). ``schmidt``:
     per bond ``j``, ``(s, vh)`` where known (a suffix of the bonds, e.g. from
-    :meth:`tnconv.mps_ranks.TTSVD.schmidt`), else None: the chain's Schmidt values at bond
+    :meth:`tnconv.mps.ranks.TTSVD.schmidt`), else None: the chain's Schmidt values at bond
     ``j`` and its right Schmidt vectors as the rows of ``vh``, shape ``(r_j, d_{j+1} ...
     d_{n-1})``; site ``j + 1`` is then ``vh_j`` projected on ``vh_{j+1}`` (no SVD). Returns
     the cores (all but the first right-orthonormal) and the squared weight dropped.

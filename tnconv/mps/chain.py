@@ -2,7 +2,7 @@
 
 :func:`to_mps` turns a kernel into a chain such as ``"out|kh|kw|in"``: one site per group of
 legs, bonds ``b0, b1, ...`` between neighbouring sites. The site tensors are computed at the
-array level (:mod:`tnconv.mps_ranks`, :mod:`tnconv.mps_sweeps`), in torch on the kernel's
+array level (:mod:`tnconv.mps.ranks`, :mod:`tnconv.mps.als`), in torch on the kernel's
 device (with autograd), and held by a labelled quimb network (built when first asked for):
 
 1. **TT-SVD, left to right** -- the kernel, its axes in chain order, is split site by site,
@@ -12,13 +12,13 @@ device (with autograd), and held by a labelled quimb network (built when first a
 2. **ranks** -- ``max_bond``, ``keep`` (of each bond's full rank) and ``cutoff`` act per bond,
    the smallest rank winning (:class:`tnconv.decomp.Criteria`). ``max_error`` bounds the
    relative error of the *whole* chain, spent over all bonds together
-   (:func:`tnconv.mps_ranks.allocate_error`, or for 3 and 4 sites an "ends first" chain,
-   :func:`tnconv.mps_ranks.ends_first`, where it has fewer parameters): fewer parameters
+   (:func:`tnconv.mps.ranks.allocate_error`, or for 3 and 4 sites an "ends first" chain,
+   :func:`tnconv.mps.ranks.ends_first`, where it has fewer parameters): fewer parameters
    than an even split of the error and never more than the smallest uniform rank meeting it.
 3. **sweeps** (optional) -- one-site ALS sweeps at fixed bond dimensions lower the error
-   further (:func:`tnconv.mps_sweeps.als_sweeps`; never increasing, the best chain is kept).
+   further (:func:`tnconv.mps.als.als_sweeps`; never increasing, the best chain is kept).
 4. **canonical form** -- a truncated chain is swept right to left
-   (:func:`tnconv.mps_sweeps.canonical_minimal`): numerically zero bond directions are
+   (:func:`tnconv.mps.als.canonical_minimal`): numerically zero bond directions are
    dropped, every site but the first is right-orthonormal (by SVDs, but at the bonds where
    the TT-SVD's later steps kept everything: its own Schmidt vectors are those).
 
@@ -284,7 +284,7 @@ def _ranks(chain: torch.Tensor, tol: float, crit: Criteria, full: list[int]
            ) -> tuple[list[int], list[torch.Tensor] | None, bool, TTSVD | None]:
     """Bond ranks from the criteria (before ``cutoff``, which acts on each step's spectrum),
     the cut spectra where ``max_error`` needed them, whether the ranks are those of an
-    ends-first chain (:func:`tnconv.mps_ranks.ends_first`, fewer parameters than the TT-SVD's)
+    ends-first chain (:func:`tnconv.mps.ranks.ends_first`, fewer parameters than the TT-SVD's)
     and the errors-only TT-SVD that ``max_error`` ran (None without it)."""
     dims = tuple(int(d) for d in chain.shape)
     caps = list(full)

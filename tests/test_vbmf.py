@@ -1,4 +1,4 @@
-"""EVBMF ranks (tnconv.evbmf) against known ranks and an independent closed form."""
+"""EVBMF ranks (tnconv.vbmf) against known ranks and an independent closed form."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tnconv.evbmf import evbmf
+from tnconv.vbmf import evbmf
 
 
 def _low_rank(rows: int, cols: int, rank: int, noise: float, seed: int) -> torch.Tensor:
