@@ -91,6 +91,8 @@ def load_benchmark(name: str):
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    if name != "_common" and "_common" not in sys.modules:
+        load_benchmark("_common")  # the scripts' sibling module (`import _common`)
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
