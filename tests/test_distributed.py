@@ -16,7 +16,8 @@ import torch
 import tnconv
 from tnconv.records import RowLog
 from tnconv.study import distributed
-from tnconv.study.sweep import SWEEP_FIELDS, row_key, sweep
+from tnconv.study.sweep import SWEEP_FIELDS, sweep
+from tnconv.study.sweep_engine import row_key
 
 CUTS = ["out|in,kh,kw", "out,kh|in,kw"]
 LEVELS = [1.0, 0.5, 0.25]
