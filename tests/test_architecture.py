@@ -40,8 +40,9 @@ TIERS: dict[str, int] = {
     "tucker": 2, "cp": 2, "contraction": 2, "model_layers": 2, "atlas": 2,
     # 3 models: nn.Modules, models, data, training, checkpoints
     "layers": 3, "models": 3, "cifar_resnets": 3, "data": 3, "train": 3, "checkpoints": 3,
-    # 4 what the experiments share: trained models on demand, repeated evaluation
-    "pretrained": 4, "evaluation": 4,
+    # 4 what the experiments share: trained models on demand, repeated evaluation, the
+    # inference form
+    "pretrained": 4, "evaluation": 4, "inference": 4,
     # 5 experiments
     "study": 5, "compression": 5,
     # 6 commands

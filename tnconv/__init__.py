@@ -84,6 +84,9 @@ _EXPORTS: dict[str, str] = {
     "CompressReport": "compression",
     "save_compressed": "compression",
     "load_compressed": "compression",
+    # deployment
+    "for_inference": "inference",
+    "InferenceReport": "inference",
 }
 
 __all__ = [
@@ -146,6 +149,8 @@ __all__ = [
     "CompressReport",
     "save_compressed",
     "load_compressed",
+    "for_inference",
+    "InferenceReport",
 ]
 
 

@@ -5,8 +5,11 @@ path depend only on the network's *structure* (index names and shapes), so one
 :func:`opt_einsum.contract_expression` is built per structure, cached, and reused: a trainable
 layer that rebuilds its kernel every forward pass pays for path finding once.
 
-The arrays are torch tensors on any device; opt_einsum calls torch's own ``tensordot`` /
-``einsum``, so the result stays on the arrays' device with autograd intact.
+The arrays are torch tensors on any device. The cached expression's pairwise steps are run
+as ``torch.einsum`` calls, so the result stays on the arrays' device with autograd intact, and
+``torch.compile`` traces a contraction without a graph break: the steps (and the FLOP count of
+:func:`contraction_cost`) are computed by functions that ``torch.compiler`` treats as constant
+for a given structure (``torch.compiler.assume_constant_result``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 import opt_einsum
 import torch
 
-__all__ = ["contract", "contract_tn", "contraction_expression", "cache_info"]
+__all__ = ["contract", "contract_tn", "contraction_expression", "contraction_cost", "cache_info"]
 
 
 def _equation(
@@ -100,6 +103,36 @@ def contraction_expression(
     return _cached_expression(eq, key, optimize)
 
 
+_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ,->")
+
+
+@torch.compiler.assume_constant_result
+def _steps(inds: tuple[tuple[str, ...], ...], shapes: tuple[tuple[int, ...], ...],
+           output_inds: tuple[str, ...]) -> tuple[tuple[tuple[int, ...], str], ...]:
+    """The pairwise steps of the cached expression: ``(positions popped, einsum string)``."""
+    expr = contraction_expression(inds, shapes, output_inds)
+    return tuple((tuple(step[0]), step[2]) for step in expr.contraction_list)
+
+
+@torch.compiler.assume_constant_result
+def contraction_cost(inds: Sequence[Sequence[str]], shapes: Sequence[Sequence[int]],
+                     output_inds: Sequence[str]) -> int:
+    """Multiply-adds of the cached contraction of a network structure (opt_einsum's estimate).
+
+    Examples
+    --------
+    >>> contraction_cost([("a", "b"), ("b", "c")], [(2, 3), (3, 4)], ("a", "c"))
+    24
+    """
+    _check_network(inds, shapes, output_inds)
+    return _cost(_equation(inds, output_inds)[0], tuple(tuple(int(d) for d in s) for s in shapes))
+
+
+@lru_cache(maxsize=512)
+def _cost(eq: str, shapes: tuple[tuple[int, ...], ...]) -> int:
+    return int(opt_einsum.contract_path(eq, *shapes, shapes=True)[1].opt_cost) // 2
+
+
 def contract(
     arrays: Sequence[torch.Tensor],
     inds: Sequence[Sequence[str]],
@@ -140,9 +173,17 @@ def contract(
     if not all(isinstance(a, torch.Tensor) for a in arrays):
         bad = next(type(a).__name__ for a in arrays if not isinstance(a, torch.Tensor))
         raise TypeError(f"arrays must be torch tensors, got a {bad}")
-    expr = contraction_expression(inds, [tuple(a.shape) for a in arrays], output_inds,
-                                  optimize=optimize)
-    out = expr(*arrays, backend="torch")
+    key = tuple(tuple(int(d) for d in a.shape) for a in arrays)
+    ix = tuple(tuple(i) for i in inds)
+    steps = _steps(ix, key, tuple(output_inds)) if optimize == "auto" else None
+    if steps is None or any(c not in _LETTERS for _, eq in steps for c in eq):
+        expr = contraction_expression(inds, key, output_inds, optimize=optimize)
+        out = expr(*arrays, backend="torch")
+    else:
+        ops = list(arrays)
+        for positions, eq in steps:
+            ops.append(torch.einsum(eq, *[ops.pop(k) for k in positions]))
+        out = ops[0]
     if shape is None:
         return out
     if math.prod(shape) != out.numel():

@@ -28,12 +28,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-import opt_einsum
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..contraction import contract
+from ..contraction import contract, contraction_cost
 from ..legs import validate_kernel
 from .balance import balance_factors
 
@@ -289,20 +288,8 @@ class FactorizedConv2d(nn.Module):
     def _kernel_flops(self) -> int:
         """Multiply-adds of one kernel reconstruction (opt_einsum's path estimate)."""
         arrays, inds, out = self._kernel_network()
-        key = tuple(tuple(a.shape) for a in arrays)
-        cached = self.__dict__.get("_kflops")
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        symbols: dict[str, str] = {}
-        for ix in (*inds, out):
-            for i in ix:
-                symbols.setdefault(i, opt_einsum.get_symbol(len(symbols)))
-        eq = (",".join("".join(symbols[i] for i in ix) for ix in inds) + "->"
-              + "".join(symbols[i] for i in out))
-        _, info = opt_einsum.contract_path(eq, *key, shapes=True)
-        flops = int(info.opt_cost) // 2
-        self.__dict__["_kflops"] = (key, flops)
-        return flops
+        return contraction_cost(tuple(tuple(i) for i in inds),
+                                tuple(tuple(int(d) for d in a.shape) for a in arrays), tuple(out))
 
     # ------------------------------------------------------------------ forward
     def _dense_forward(self, x: torch.Tensor) -> torch.Tensor:
