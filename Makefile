@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED = 1
 setup: data
 	@$(PYTHON) -c "import torch, torchvision" 2>/dev/null || \
 		$(PYTHON) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
-	$(PYTHON) -m pip install --quiet -e ".[dev,ray,bench]"
+	$(PYTHON) -m pip install --quiet -e ".[dev,ray,bench,deploy]"
 
 # Fashion-MNIST (offline) from Debian's dataset-fashion-mnist, when it is missing. An install
 # failure is a warning locally and an error under CI=true (tests/conftest.py fails there too).

@@ -37,14 +37,17 @@ TIERS: dict[str, int] = {
     "decomp": 1, "vbmf": 1,
     # 2 labels: legs, cuts, networks, spectra, the decompositions, contraction, layers of a model
     "legs": 2, "cuts": 2, "network": 2, "spectra": 2, "truncation": 2, "factors": 2, "mps": 2,
-    "tucker": 2, "cp": 2, "contraction": 2, "model_layers": 2, "atlas": 2,
+    "tucker": 2, "cp": 2, "contraction": 2, "hyper_contraction": 2, "model_layers": 2,
+    "atlas": 2,
     # 3 models: nn.Modules, models, data, training, checkpoints
     "layers": 3, "models": 3, "cifar_resnets": 3, "data": 3, "train": 3, "checkpoints": 3,
+    "distillation": 3,
     # 4 what the experiments share: trained models on demand, repeated evaluation, the
     # inference form
     "pretrained": 4, "evaluation": 4, "inference": 4,
-    # 5 experiments
-    "study": 5, "compression": 5,
+    # 5 experiments; and the exports of the inference form (ONNX, torch.export), which load
+    # checkpoints of either
+    "study": 5, "compression": 5, "export": 5,
     # 6 commands
     "cli": 6, "__main__": 6,
 }

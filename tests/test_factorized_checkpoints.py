@@ -70,7 +70,7 @@ def test_split_chain_round_trips(tmp_path):
 def test_refactorize_rejects_bad_specs(specs, message):
     with pytest.raises(ValueError, match=message):
         refactorize(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), specs)
-    assert sorted(KINDS) == ["cp", "mps", "tucker"]
+    assert sorted(KINDS) == ["cp", "mpo", "mps", "tucker"]
 
 
 def test_cli_eval_reports_a_factorized_checkpoint(tmp_path, capsys, fmnist_test):

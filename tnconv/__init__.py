@@ -14,15 +14,18 @@ import cycle (docs/architecture.md gives the rules; tests/test_architecture.py c
                  factors.py, tucker.py,     KernelFactors; to_tucker -> KernelTucker,
                    cp.py                      to_cp -> KernelCP
                  mps/                       chains: to_mps -> KernelMPS, best_chain, rank
-                                              allocation, ALS sweeps
+                                              allocation, ALS sweeps; to_mpo -> KernelMPO
+                 hyper_contraction.py       cotengra paths for inputs x MPO cores, cached
                  contraction.py             cached opt_einsum contraction back to torch
                  model_layers.py, atlas.py  find / select / replace layers; spectra_atlas
     models       layers/                    nn.Modules only: MPSConv2d, TuckerConv2d, CPConv2d,
-                                              tensorize / densify
+                                              MPOConv2d, MPOLinear, tensorize / densify
                  models.py, cifar_resnets.py, data/, train.py, checkpoints.py
     shared       pretrained.py, evaluation/ train_or_load; PrefixRunner and fingerprints
+                 inference/                 for_inference: plain convolutions, BN folded
     experiments  study/                     truncate_model, sweeps, retraining, the study runner
                  compression/               compress: a model to a budget
+                 export/                    export_onnx, export_program (torch.export)
     commands     cli/                       the ``tnconv`` command (``tnconv.cli:main``)
 
 ``import tnconv`` is cheap: the core needs only torch and opt_einsum (quimb is imported by the
@@ -44,7 +47,7 @@ from .cp import KernelCP, to_cp
 from .cuts import all_cuts, default_chain, parse_cut
 from .legs import factorize, kernel_legs
 from .model_layers import conv_layers, replace_layer, select_layers
-from .mps import ChainTable, KernelMPS, best_chain, to_mps
+from .mps import ChainTable, KernelMPO, KernelMPS, best_chain, to_mpo, to_mps
 from .network import kernel_tn
 from .records import Records
 from .spectra import NormCurve, entropy, norm_curve, rank_for_error, spectrum
@@ -56,6 +59,8 @@ from .vbmf import evbmf
 _EXPORTS: dict[str, str] = {
     # trainable tensorized layers
     "MPSConv2d": "layers",
+    "MPOConv2d": "layers",
+    "MPOLinear": "layers",
     "TuckerConv2d": "layers",
     "CPConv2d": "layers",
     "tensorize": "layers",
@@ -87,6 +92,9 @@ _EXPORTS: dict[str, str] = {
     # deployment
     "for_inference": "inference",
     "InferenceReport": "inference",
+    "export_onnx": "export",
+    "export_program": "export",
+    "ExportReport": "export",
 }
 
 __all__ = [
@@ -106,6 +114,8 @@ __all__ = [
     "kernel_legs",
     "KernelMPS",
     "to_mps",
+    "KernelMPO",
+    "to_mpo",
     "best_chain",
     "ChainTable",
     "KernelTucker",
@@ -123,6 +133,8 @@ __all__ = [
     "truncate",
     # resolved lazily
     "MPSConv2d",
+    "MPOConv2d",
+    "MPOLinear",
     "TuckerConv2d",
     "CPConv2d",
     "tensorize",
@@ -151,6 +163,9 @@ __all__ = [
     "load_compressed",
     "for_inference",
     "InferenceReport",
+    "export_onnx",
+    "export_program",
+    "ExportReport",
 ]
 
 
@@ -179,7 +194,16 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .cifar_resnets import resnet20, resnet32, resnet56, resnet110
     from .compression import CompressReport, compress, load_compressed, save_compressed
     from .data import load_dataset
-    from .layers import CPConv2d, MPSConv2d, TuckerConv2d, densify, tensorize
+    from .export import ExportReport, export_onnx, export_program
+    from .layers import (
+        CPConv2d,
+        MPOConv2d,
+        MPOLinear,
+        MPSConv2d,
+        TuckerConv2d,
+        densify,
+        tensorize,
+    )
     from .models import cnn4, get_model, resnet50
     from .pretrained import train_or_load
     from .study import retrain, spectra_atlas_many, sweep, truncate_model

@@ -60,9 +60,10 @@ def default_checkpoint_path(model_name: str, dataset: str) -> Path:
 def _infer_sizes(model: nn.Module) -> dict[str, int]:
     found: dict[str, int] = {}
     from .layers.base import FactorizedConv2d
+    from .layers.mpo_linear import MPOLinear
 
     convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, FactorizedConv2d))]
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    linears = [m for m in model.modules() if isinstance(m, (nn.Linear, MPOLinear))]
     if convs:
         found["in_channels"] = convs[0].in_channels
     if linears:

@@ -26,6 +26,7 @@ __all__ = [
     "LEGS_BY_NDIM",
     "SplitSpec",
     "kernel_legs",
+    "balanced_factors",
     "factorize",
     "resolve_split",
     "physical_legs",
@@ -175,6 +176,42 @@ def factorize(n: int, mode: str = "binary") -> tuple[int, ...]:
         if n > 1:
             factors.append(n)
     return tuple(factors) or (1,)
+
+
+def balanced_factors(n: int, parts: int) -> tuple[int, ...]:
+    """Factor a leg size into ``parts`` sub-leg sizes as equal as possible (descending).
+
+    The prime factors, largest first, each go to the part with the smallest product so far
+    (padded with 1 where ``n`` has fewer prime factors than ``parts``): the automatic
+    ``in_shape`` / ``out_shape`` of :func:`tnconv.to_mpo`.
+
+    Parameters
+    ----------
+    n
+        The leg size (>= 1).
+    parts
+        The number of sub-legs (>= 1).
+
+    Returns
+    -------
+    tuple of int
+        ``parts`` sizes whose product is ``n``, largest first.
+
+    Examples
+    --------
+    >>> balanced_factors(4096, 3), balanced_factors(256, 3), balanced_factors(3, 2)
+    ((16, 16, 16), (8, 8, 4), (3, 1))
+    """
+    for name, value in (("n", n), ("parts", parts)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int >= 1, got {value!r}")
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    bins = [1] * parts
+    for p in sorted(_prime_factors(n), reverse=True):
+        k = min(range(parts), key=bins.__getitem__)
+        bins[k] *= p
+    return tuple(sorted(bins, reverse=True))
 
 
 def _is_int(x: object) -> bool:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ImageDataset, canonical_name, loaders
+from .distillation import check_teacher, distillation_loss
 from .registry import Registry
 from .runtime import autocast, model_device, resolve_device
 
@@ -251,6 +252,9 @@ def fit(
     channels_last: bool = True,
     callback: Callable[[nn.Module, int], None] | None = None,
     step_callback: Callable[[nn.Module], None] | None = None,
+    teacher: nn.Module | None = None,
+    distill: float | None = None,
+    temperature: float | None = None,
 ) -> list[dict[str, float]]:
     """Train a classifier in place and return its history, one dict per epoch.
 
@@ -300,6 +304,15 @@ def fit(
     step_callback : callable, optional
         ``step_callback(model)`` right after every ``optimizer.step()``, e.g. to project the
         weights back onto a truncated subspace. Runs under ``torch.no_grad()``.
+    teacher : torch.nn.Module, optional
+        Distillation (:mod:`tnconv.distillation`): the loss is ``distill`` times the
+        temperature-softened KL divergence from the teacher's logits on the same (augmented)
+        batches, plus ``1 - distill`` times the cross-entropy on the labels. The teacher runs
+        in eval mode under ``no_grad`` on ``device`` (moved there); its weights and mode are
+        left as they were.
+    distill, temperature : float, optional
+        The teacher's weight in [0, 1] (default 1.0) and the temperature > 0 (default 4.0);
+        only with ``teacher``.
 
     Returns
     -------
@@ -318,6 +331,7 @@ def fit(
     ['epoch', 'lr', 'time', 'train_accuracy', 'train_loss']
     """
     _check_model(model)
+    kd = check_teacher(teacher, distill, temperature)
     lr, weight_decay = _check_fit_options(train_data, epochs=epochs, lr=lr, optimizer=optimizer,
                                           schedule=schedule, label_smoothing=label_smoothing,
                                           weight_decay=weight_decay, batch_size=batch_size)
@@ -336,6 +350,9 @@ def fit(
 
     # torch.manual_seed seeds every CUDA device too: restore all of them afterwards
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    teacher_mode = teacher.training if teacher is not None else False
+    if teacher is not None:
+        teacher.to(dev).eval()
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         for epoch in range(1, epochs + 1):
@@ -344,7 +361,7 @@ def fit(
             bar = _progress(batches, steps, f"epoch {epoch}/{epochs}", progress)
             record = _train_epoch(model, bar, opt, sched, fmt=fmt, dev=dev, steps=steps,
                                   label_smoothing=label_smoothing, progress=progress,
-                                  step_callback=step_callback)
+                                  step_callback=step_callback, teacher=teacher, kd=kd)
             record = {"epoch": epoch, **record}
             if eval_set is not None:
                 result = evaluate(model, eval_set, device=dev)
@@ -356,8 +373,11 @@ def fit(
                 _print_epoch(record)
             if callback is not None:
                 callback(model, epoch)
+    if teacher is not None:
+        teacher.train(teacher_mode)
     model.eval()
     return history
+
 
 
 def _check_fit_options(train_data: Any, *, epochs: int, lr: float | None, optimizer: str,
@@ -405,7 +425,9 @@ def _check_model(model: Any) -> None:
 def _train_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                  opt: torch.optim.Optimizer, sched: Any, *, fmt: torch.memory_format,
                  dev: torch.device, steps: int, label_smoothing: float, progress: bool,
-                 step_callback: Callable[[nn.Module], None] | None) -> dict[str, float]:
+                 step_callback: Callable[[nn.Module], None] | None,
+                 teacher: nn.Module | None = None, kd: tuple[float, float] | None = None
+                 ) -> dict[str, float]:
     """One pass over ``batches``: the training loss, accuracy and the final learning rate."""
     model.train()
     loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
@@ -415,7 +437,13 @@ def _train_epoch(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.T
         x = x.contiguous(memory_format=fmt)
         with autocast(dev):
             logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+            if teacher is None or kd is None:
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+            else:
+                with torch.no_grad():
+                    target = teacher(x)
+                loss = distillation_loss(logits, target, y, distill=kd[0], temperature=kd[1],
+                                         label_smoothing=label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -1,4 +1,5 @@
-"""The ``tnconv`` command: ``train``, ``eval``, ``spectra``, ``sweep``, ``study``, ``compress``.
+"""The ``tnconv`` command: ``train``, ``eval``, ``spectra``, ``sweep``, ``study``, ``compress``,
+``export``.
 
 ::
 
@@ -8,6 +9,7 @@
     commands.py           train, eval, spectra, sweep and the parser of the whole command
     study_command.py      study (and ``study_main``, the examples' entry point)
     compress_command.py   compress
+    export_command.py     export (to ONNX)
 
 ``tnconv.cli:main`` is the console script and ``python -m tnconv`` calls it.
 
@@ -15,7 +17,7 @@ Examples
 --------
 >>> from tnconv.cli import build_parser
 >>> sorted(build_parser()._subparsers._group_actions[0].choices)[:3]
-['compress', 'eval', 'spectra']
+['compress', 'eval', 'export']
 """
 
 from __future__ import annotations

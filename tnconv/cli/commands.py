@@ -1,5 +1,5 @@
 """The ``tnconv`` command line (also ``python -m tnconv``): train, eval, spectra, sweep, study,
-compress.
+compress, export.
 
 Each subcommand is registered by ``_add_<name>(subparsers)`` and run by ``_cmd_<name>(args)``,
 which returns the exit status; add a subcommand by writing both (here, or in a module of its own
@@ -9,7 +9,8 @@ such as :mod:`tnconv.cli.compress_command`, with the helpers of
 schedules, sweep modes and study profiles come from the package's registries
 (:data:`tnconv.models.MODELS`, :data:`tnconv.data.DATASETS`, :data:`tnconv.train.OPTIMIZERS`,
 ...), never from literals here. Errors raised by tnconv (ValueError, TypeError) and by the file
-system (OSError, e.g. FileNotFoundError) are printed as one line ``tnconv: error: ...`` and give
+system (OSError, e.g. FileNotFoundError), and a missing optional package (ImportError, with
+the ``pip install`` that brings it) are printed as one line ``tnconv: error: ...`` and give
 exit status 2.
 
 The study's subcommand and :func:`~tnconv.cli.study_main` (the command line of the example
@@ -26,6 +27,7 @@ from pathlib import Path
 from ..data import DATASETS
 from ..models import MODELS
 from .compress_command import add_compress
+from .export_command import add_export
 from .options import Parser, add_common_options, split_list, subcommand
 from .study_command import add_study
 
@@ -244,7 +246,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 #: Registration functions of the subcommands, in --help order.
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_train, _add_eval, _add_spectra, _add_sweep, add_study, add_compress]
+    _add_train, _add_eval, _add_spectra, _add_sweep, add_study, add_compress, add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, ImportError) as exc:
         message = str(exc).strip().replace("\n", " ") or type(exc).__name__
         print(f"tnconv: error: {message}", file=sys.stderr)
         return 2

@@ -29,6 +29,26 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _open_fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"need a number in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"need a number in (0, 1), got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"need an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"need an integer >= 1, got {value}")
+    return value
+
+
 def _described(registry: Any) -> str:
     """``name: description; ...`` of a compression registry (its entries' ``description``)."""
     return "; ".join(f"{name}: {entry.description}" for name, entry in registry.items())
@@ -55,6 +75,8 @@ def add_compress(subparsers: argparse._SubParsersAction) -> None:
                "  tnconv compress cnn4 --params 0.25 --allocate sensitivity "
                "--data fashion-mnist --epochs 1 --out small.pt\n"
                "  tnconv compress model.pt --flops 0.5 --allocate energy --out small.pt\n"
+               "  tnconv compress cnn4 --latency 0.5 --batch-size 64 --rank-multiple 8 "
+               "--data fashion-mnist --out fast.pt\n"
                "  tnconv eval small.pt")
     p.add_argument("model", metavar="MODEL",
                    help="a checkpoint, a model name (the cached trained model, trained now if "
@@ -68,6 +90,10 @@ def add_compress(subparsers: argparse._SubParsersAction) -> None:
                         help="keep this fraction of their FLOPs at the data's image size")
     budget.add_argument("--max-error", type=_fraction, default=None, metavar="E",
                         help="relative Frobenius error allowed in every layer")
+    budget.add_argument("--latency", type=_open_fraction, default=None, metavar="T",
+                        help="a latency budget: the compressed model's inference form runs in "
+                             "at most T times the dense one's, measured at --batch-size on "
+                             "--device (the FLOPs fraction is searched)")
     p.add_argument("--method", choices=list(METHODS), default="auto",
                    help="factorization of the layers (default: auto, the best per layer): "
                         f"{_described(METHODS)}")
@@ -93,7 +119,13 @@ def add_compress(subparsers: argparse._SubParsersAction) -> None:
                    help="fine-tune on N training images only")
     p.add_argument("--out", type=Path, required=True, metavar="FILE",
                    help="the compressed checkpoint (.pt); the report goes to FILE.json")
-    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--rank-multiple", type=_positive, default=1, metavar="N",
+                   help="every rank a multiple of N, e.g. 8 (each leg's full rank aside; "
+                        "default: 1)")
+    p.add_argument("--batch-size", type=_positive, default=256, metavar="N",
+                   help="batch of the latency measurements (default: 256)")
+    p.add_argument("--no-latency", action="store_true",
+                   help="skip the latency measurement (of the inference forms)")
     add_input_options(p)
     add_common_options(p)
 
@@ -102,7 +134,7 @@ def _budget(args: argparse.Namespace) -> dict[str, float]:
     for key in ("params", "flops", "max_error"):
         if getattr(args, key) is not None:
             return {key: getattr(args, key)}
-    return {"params": 0.25}
+    return {} if args.latency is not None else {"params": 0.25}
 
 
 def _data(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[Any, Any]:
@@ -130,6 +162,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
     if args.epochs < 0:
         raise ValueError(f"--epochs must be >= 0, got {args.epochs}")
+    if args.latency is not None and args.no_latency:
+        raise ValueError("--latency T (a latency budget) measures latencies: drop --no-latency")
     device = resolve_device(args.device)
     model, meta = load_input_model(args, args.model, device)
     test, train = _data(args, meta)
@@ -138,7 +172,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
         cuts=args.cuts[0] if args.cuts == ["auto"] else args.cuts,
         layers=args.layers[0] if len(args.layers) == 1 else args.layers,
         epochs=args.epochs, train_data=train, device=device,
-        progress=not args.no_progress, latency=not args.no_latency, fit=args.fit)
+        progress=not args.no_progress, fit=args.fit, rank_multiple=args.rank_multiple,
+        batch_size=args.batch_size,
+        latency=args.latency if args.latency is not None else not args.no_latency)
     keep = {k: meta[k] for k in ("model", "dataset", "num_classes", "in_channels", "model_kwargs")
             if k in meta}
     path = save_compressed(small, args.out, meta=keep, report=report)

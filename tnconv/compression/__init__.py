@@ -13,7 +13,8 @@ module             contents
 ``sensitivity.py`` measured single-layer drops of probe options, whole-allocation checks
 ``choose.py``      the ``allocate=`` registry :data:`ALLOCATIONS`; ``"sensitivity"``:
                    candidate allocations, the best measured kept
-``latency.py``     :func:`measure_latency`, :func:`measure_latencies`: timing forward passes
+``latency.py``     :func:`measure_latency`, :func:`measure_latencies`: timing the inference
+                   forms; the latency budget's search (:func:`~.latency.meet_latency`)
 ``summary.py``     :class:`CompressReport`
 ``storage.py``     :func:`save_compressed` / :func:`load_compressed` (checkpoints + report)
 =================  =================================================================

@@ -2,7 +2,9 @@
 
 The named choices come from the registries :data:`~.candidates.METHODS` (``method=``),
 :data:`~.choose.ALLOCATIONS` (``allocate=``) and :data:`~.datafit.FITS` (``fit=``); an unknown
-name is an error listing the valid ones. Timings are :mod:`.latency`'s.
+name is an error listing the valid ones. Timings are :mod:`.latency`'s, of the models' inference
+forms (:func:`tnconv.for_inference`); ``latency=0.5`` searches the FLOPs budget whose model
+runs at most that fraction of the dense model's latency (:func:`.latency.meet_latency`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from .candidates import (
 )
 from .choose import ALLOCATIONS
 from .datafit import FITS
-from .latency import allocation_timer, measure_latencies
+from .latency import allocation_timer, check_latency, measure_latencies, meet_latency
 from .summary import CompressReport, LayerResult
 
 __all__ = ["compress", "FINETUNE_DEFAULTS"]
@@ -45,17 +47,32 @@ FINETUNE_DEFAULTS: dict[str, Any] = {"optimizer": "sgd", "lr": 0.01, "schedule":
                                      "augment": False}
 
 
-def _check_budget(params: Any, flops: Any, max_error: Any) -> tuple[str, float]:
+def _check_budget(params: Any, flops: Any, max_error: Any, target: float | None
+                  ) -> tuple[str, float]:
     given = {k: v for k, v in (("params", params), ("flops", flops), ("max_error", max_error))
              if v is not None}
     if len(given) > 1:
         raise ValueError(f"give one budget, params=, flops= or max_error=; got {given}")
-    kind, value = next(iter(given.items())) if given else ("params", 0.25)
+    if target is not None and given:
+        raise ValueError(f"latency={target:g} is a budget of its own (the FLOPs fraction is "
+                         f"searched to meet it): give it without params=, flops= or max_error=; "
+                         f"got {given}")
+    kind, value = next(iter(given.items())) if given else (
+        ("params", 0.25) if target is None else ("flops", 1.0))
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
             0 < value <= 1 if kind != "max_error" else 0 <= value < 1):
         allowed = "in [0, 1)" if kind == "max_error" else "a fraction in (0, 1]"
         raise ValueError(f"{kind}={value!r} is not a valid budget; it must be {allowed}")
     return kind, float(value)
+
+
+def _check_int(name: str, value: Any, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {least}, got {type(value).__name__} "
+                        f"{value!r}")
+    if value < least:
+        raise ValueError(f"{name} must be an int >= {least}, got {value}")
+    return value
 
 
 def _check_choices(method: str, allocate: str, cuts: Any, data: Any, kind: str
@@ -135,8 +152,8 @@ def _geometry(model: nn.Module, names: Sequence[str], input_size: tuple[int, ...
 
 
 def _choices(chosen: Sequence[tuple[str, nn.Conv2d]], skipped: Sequence[tuple[str, nn.Module]],
-             geom: dict[str, Geometry], method: str, cuts: Any, progress: bool
-             ) -> list[LayerChoices]:
+             geom: dict[str, Geometry], method: str, cuts: Any, progress: bool,
+             rank_multiple: int) -> list[LayerChoices]:
     out = []
     bar = tqdm(chosen, desc="compress: spectra", unit="layer", disable=not progress,
                dynamic_ncols=True)
@@ -144,7 +161,8 @@ def _choices(chosen: Sequence[tuple[str, nn.Conv2d]], skipped: Sequence[tuple[st
         bias = 0 if conv.bias is None else conv.bias.numel()
         shape = tuple(conv.weight.shape)
         out.append(LayerChoices(name, dense_option(shape, bias, geom.get(name)), layer_families(
-            conv.weight.detach(), bias, geom.get(name), method=method, cuts=cuts)))
+            conv.weight.detach(), bias, geom.get(name), method=method, cuts=cuts,
+            rank_multiple=rank_multiple)))
     for name, conv in skipped:
         bias = 0 if conv.bias is None else conv.bias.numel()
         out.append(LayerChoices(name, dense_option(tuple(conv.weight.shape), bias,
@@ -152,13 +170,19 @@ def _choices(chosen: Sequence[tuple[str, nn.Conv2d]], skipped: Sequence[tuple[st
     return out
 
 
-def _check_meetable(layers: Sequence[LayerChoices], kind: str, fraction: float) -> float:
+def _least(layers: Sequence[LayerChoices], kind: str) -> tuple[float, float]:
+    """The selected layers' dense cost and the cost of their cheapest options."""
     dense = sum(lc.dense.cost(kind) for lc in layers)
-    least = sum(min(o.cost(kind) for o in lc.options(kind)) for lc in layers)
+    return dense, sum(min(o.cost(kind) for o in lc.options(kind)) for lc in layers)
+
+
+def _check_meetable(layers: Sequence[LayerChoices], kind: str, fraction: float) -> float:
+    dense, least = _least(layers, kind)
     if fraction * dense < least:
-        raise ValueError(f"{kind}={fraction:g} cannot be met: the smallest factorization (rank 1 "
-                         f"everywhere) keeps {least / dense:.4f} of the selected layers' {kind}; "
-                         "ask for at least that, or select fewer layers")
+        raise ValueError(f"{kind}={fraction:g} cannot be met: the smallest factorization (the "
+                         f"smallest ranks allowed everywhere) keeps {least / dense:.4f} of the "
+                         f"selected layers' {kind}; ask for at least that, or select fewer "
+                         "layers")
     return fraction * dense
 
 
@@ -192,19 +216,22 @@ def _kernel_error(conv: nn.Conv2d, layer: nn.Module) -> float:
 
 def _allocate(model: nn.Module, data: Any, layers: list[LayerChoices], kind: str, value: float,
               allocate: str, *, fit: str, cache: bool, device: torch.device, progress: bool,
-              size: tuple[int, ...] | None) -> tuple[list[Option], Any, dict[str, Any]]:
+              size: tuple[int, ...] | None, batch: int
+              ) -> tuple[list[Option], Any, dict[str, Any]]:
     """The options, per-layer predicted drops (or None) and extra report fields."""
     if kind == "max_error":
         return allocate_max_error(layers, value, "params"), None, {}
     return ALLOCATIONS[allocate].run(
         layers, _check_meetable(layers, kind, value), kind, model=model, data=data,
         device=device, cache=cache, progress=progress, fit=fit,
-        time_all=allocation_timer(model, layers, size, device))
+        time_all=allocation_timer(model, layers, size, device, batch=batch))
 
 
 def _finish(report: CompressReport, model: nn.Module, small: nn.Module, data: Any,
             train_data: Any, epochs: int, finetune: dict[str, Any] | None, latency: bool,
             device: torch.device, progress: bool) -> None:
+    """Accuracies, fine-tuning and (``latency``, unless a latency budget measured them) the
+    inference forms' latencies."""
     from ..train import evaluate, fit
 
     if data is not None:
@@ -223,9 +250,27 @@ def _finish(report: CompressReport, model: nn.Module, small: nn.Module, data: An
             **{**FINETUNE_DEFAULTS, **(finetune or {})})
         if data is not None:
             report.accuracy_finetuned = evaluate(small, data, device=device)["accuracy"]
-    if latency and report.input_size is not None:
+    if latency and report.input_size is not None and report.latency_budget is None:
         report.latency_dense_s, report.latency_compressed_s = measure_latencies(
-            [model, small], report.input_size, device=device)
+            [model, small], report.input_size, batch=report.latency_batch, device=device)
+
+
+def _meet(make: Any, model: nn.Module, target: float, layers: Sequence[LayerChoices],
+          size: tuple[int, ...], batch: int, device: torch.device
+          ) -> tuple[nn.Module, CompressReport]:
+    """The model of the largest FLOPs fraction whose inference form meets ``target``."""
+    dense, least = _least(layers, "flops")
+    lowest = min(1.0, least / dense * (1 + 1e-9)) if dense else 1.0
+    (small, report), kept, trials = meet_latency(
+        lambda f: make("flops", f), model, target, lowest, input_size=size, batch=batch,
+        device=device)
+    report.latency_budget = target
+    report.latency_dense_s, report.latency_compressed_s = kept.dense_s, kept.compressed_s
+    report.latency_search = [t.to_dict() for t in trials]
+    report.notes.append(f"latency={target:g}: kept flops={kept.fraction:.4g}, the largest FLOPs "
+                        f"fraction of the {len(trials)} tried whose inference form ran within "
+                        f"the target ({kept.ratio:.3f} of dense, batch {batch})")
+    return small, report
 
 
 def compress(
@@ -246,8 +291,10 @@ def compress(
     device: str | torch.device | None = None,
     progress: bool = True,
     cache: bool = True,
-    latency: bool = True,
+    latency: bool | float = True,
     fit: str = "auto",
+    rank_multiple: int = 1,
+    batch_size: int = 256,
 ) -> tuple[nn.Module, CompressReport]:
     """A smaller, faster copy of ``model`` with factored convolutions, at a chosen budget.
 
@@ -259,11 +306,12 @@ def compress(
         Held-out ``(images, labels)`` in any form of :mod:`tnconv.data.loaders`: needed by
         ``allocate="sensitivity"``; the accuracy before and after is measured on it.
     params, flops, max_error
-        The budget, exactly one (default ``params=0.25``). ``params`` / ``flops``: a fraction
-        in (0, 1] of the selected layers' parameters (weights and biases) / multiply-adds at
-        ``input_size``; the result is at most the budget and as close to it as the discrete
-        ranks allow. ``max_error``: each layer's cheapest option whose relative Frobenius
-        kernel error is at most this (``allocate`` is then unused).
+        The budget, at most one (default ``params=0.25``; none with a ``latency`` budget).
+        ``params`` / ``flops``: a fraction in (0, 1] of the selected layers' parameters
+        (weights and biases) / multiply-adds at ``input_size``; the result is at most the
+        budget and as close to it as the discrete ranks allow. ``max_error``: each layer's
+        cheapest option whose relative Frobenius kernel error is at most this (``allocate``
+        is then unused).
     method
         ``"svd"`` (a two-site cut at rank ``r``, an :class:`MPSConv2d` of two sites),
         ``"tucker"`` (Tucker-2), ``"mps"`` (the chain ``out|kh|kw|in``), ``"cp"`` (ALS: slow)
@@ -301,13 +349,34 @@ def compress(
     progress, cache
         tqdm bars; cache the sensitivity sweep under ``runtime.cache_dir("compress")``.
     latency
-        Time both models (median of 5 passes of a batch of 256 at ``input_size``).
+        ``True`` (default) / ``False``: time the dense and the compressed model, or not.
+        What is timed is each one's inference form (:func:`tnconv.for_inference`: plain
+        convolutions on the measured-faster path, batch norm folded), the median of 5
+        interleaved passes of a batch of ``batch_size`` at ``input_size``: the report's
+        ``latency_dense_s`` / ``latency_compressed_s``. A float in (0, 1) is a *latency
+        budget* instead of ``params`` / ``flops``: the model's inference form runs in at most
+        this fraction of the dense inference form's time, measured at ``batch_size`` on
+        ``device`` (needs ``input_size`` or ``data``). The FLOPs fraction is searched
+        (:func:`tnconv.compression.latency.meet_latency`: bisection, each candidate
+        allocated as ``flops=`` would be and timed interleaved with the dense form); the
+        largest fraction measured within the budget is kept, its measured ratio recorded
+        (``latency_ratio``, ``latency_search``). ``True`` is checked before numbers, so
+        ``latency=1`` is refused rather than read as ``True``.
     fit
         ``"weights"``: factors approximate each kernel. ``"data"``: ``allocate="sensitivity"``
         may also use, per layer, the cut ``out|in,kh,kw`` fitted to the layer's outputs on
         ``data`` (:mod:`tnconv.compression.datafit`; the measured drops decide). ``"auto"``
         (default): ``"data"`` for ``allocate="sensitivity"`` with a params or FLOPs budget,
         ``"weights"`` otherwise.
+    rank_multiple
+        Every rank (svd rank, Tucker ranks, MPS bonds, CP rank) a multiple of this (an int
+        >= 1; 8 suits tensor cores and SIMD widths), never above the layer's full rank: a
+        leg whose full rank is not a multiple may also keep that full rank (a dimension of
+        the kernel, as an MPS bond capped by its leg). The option grids are restricted to
+        these ranks before the allocation, so the budget holds as it does at 1.
+    batch_size
+        The batch of the latency measurements (the report's, the sensitivity candidates',
+        the latency budget's).
 
     Returns
     -------
@@ -323,28 +392,54 @@ def compress(
     >>> small, report = compress(net, params=0.5, allocate="energy", progress=False)
     >>> report.params_fraction <= 0.5, type(small[2]).__name__ in ("MPSConv2d", "TuckerConv2d")
     (True, True)
+
+    Raises
+    ------
+    TypeError
+        ``model`` is not a module; ``latency``, ``rank_multiple`` or ``batch_size`` of the
+        wrong type.
+    ValueError
+        A bad budget or choice, a budget that cannot be met, or a ``latency`` budget that no
+        model tried met (the message gives the fastest ratio reached).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    kind, value = _check_budget(params, flops, max_error)
+    target = check_latency(latency)
+    kind, value = _check_budget(params, flops, max_error, target)
     method, allocate = _check_choices(method, allocate, cuts, data, kind)
     fit = _check_fit(fit, allocate, kind)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+    rank_multiple = _check_int("rank_multiple", rank_multiple, 1)
+    batch_size = _check_int("batch_size", batch_size, 1)
     dev = model_device(model) if device is None else resolve_device(device)
     chosen, skipped = _select(model, layers)
     size = _input_size(data, input_size)
     if kind == "flops" and size is None:
-        raise ValueError("flops= needs input_size=(C, H, W) or data to infer it from")
-    small = copy.deepcopy(model).to(dev)
-    geom = _geometry(small, [n for n, _ in chosen] + skipped, size, dev)
-    rest = [(n, small.get_submodule(n)) for n in skipped]
-    layers_ = _choices([(n, small.get_submodule(n)) for n, _ in chosen], rest, geom, method,
-                       cuts, progress)
-    options, drops, extra = _allocate(model, data, layers_, kind, value, allocate, fit=fit,
-                                      cache=cache, device=dev, progress=progress, size=size)
-    report = CompressReport(budget_kind=kind, budget=value, method=method, allocate=allocate,
-                            fit=fit, input_size=size, skipped=list(skipped), **extra)
-    small, report.layers = _replace(small, layers_, options, drops, progress)
-    _finish(report, model, small, data, train_data, epochs, finetune, latency, dev, progress)
+        raise ValueError(("flops=" if target is None else f"latency={target:g}") + " needs "
+                         "input_size=(C, H, W) or data to infer it from")
+    base = copy.deepcopy(model).to(dev)
+    geom = _geometry(base, [n for n, _ in chosen] + skipped, size, dev)
+    rest = [(n, base.get_submodule(n)) for n in skipped]
+    layers_ = _choices([(n, base.get_submodule(n)) for n, _ in chosen], rest, geom, method,
+                       cuts, progress, rank_multiple)
+
+    def make(at_kind: str, at: float) -> tuple[nn.Module, CompressReport]:
+        options, drops, extra = _allocate(model, data, layers_, at_kind, at, allocate, fit=fit,
+                                          cache=cache, device=dev, progress=progress,
+                                          size=size, batch=batch_size)
+        report = CompressReport(budget_kind=at_kind, budget=at, method=method,
+                                allocate=allocate, fit=fit, input_size=size,
+                                skipped=list(skipped), latency_batch=batch_size,
+                                rank_multiple=rank_multiple, **extra)
+        fresh = base if target is None else copy.deepcopy(base)  # one model, or one per try
+        small, report.layers = _replace(fresh, layers_, options, drops, progress)
+        return small, report
+
+    if target is None:
+        small, report = make(kind, value)
+    else:
+        small, report = _meet(make, model, target, layers_, size, batch_size, dev)
+    _finish(report, model, small, data, train_data, epochs, finetune, latency is not False,
+            dev, progress)
     return small.eval() if not model.training else small, report

@@ -123,7 +123,7 @@ METHODS: Registry[Method] = Registry("method", {
 
 
 def layer_families(weight: torch.Tensor, bias: int, geom: Geometry | None, *,
-                   method: str, cuts: Any = "auto") -> list[Family]:
+                   method: str, cuts: Any = "auto", rank_multiple: int = 1) -> list[Family]:
     """The families ``method`` allows for one kernel ``[out, in, kh, kw]``.
 
     Parameters
@@ -140,6 +140,8 @@ def layer_families(weight: torch.Tensor, bias: int, geom: Geometry | None, *,
     cuts
         ``"auto"`` (:data:`CHEAP_CUTS`), one cut string or a list of them (svd only). A
         ``1 x 1`` convolution gets the one cut ``out|in`` and no Tucker, MPS or CP family.
+    rank_multiple
+        Every rank a multiple of this (each leg's full rank aside): :meth:`Family.set_multiple`.
 
     Raises
     ------
@@ -160,8 +162,10 @@ def layer_families(weight: torch.Tensor, bias: int, geom: Geometry | None, *,
     """
     build = METHODS[method].families
     if tuple(weight.shape[2:]) == (1, 1):
-        return [SVDFamily(weight, bias, geom, "out|in,kh,kw")]
-    return build(weight, bias, geom, cuts)
+        families: list[Family] = [SVDFamily(weight, bias, geom, "out|in,kh,kw")]
+    else:
+        families = build(weight, bias, geom, cuts)
+    return [f.set_multiple(rank_multiple) for f in families]
 
 
 def build_layer(conv: nn.Conv2d, option: Option) -> nn.Module:

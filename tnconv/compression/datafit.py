@@ -145,7 +145,7 @@ def with_data_families(layers: Sequence[LayerChoices],
                        moments: dict[str, torch.Tensor]) -> list[LayerChoices]:
     """Copies of ``layers`` with a :class:`ResponseFamily` added where the cut
     ``out|in,kh,kw`` is allowed (a weight-fitted family of that cut is among the layer's)
-    and a moment was measured.
+    and a moment was measured (with that family's rank multiple).
 
     Examples
     --------
@@ -161,7 +161,7 @@ def with_data_families(layers: Sequence[LayerChoices],
     for lc in layers:
         plain = [f for f in lc.families if f.key == f"svd {DATA_CUT}"]
         extra = [ResponseFamily(plain[0].weight, plain[0].bias, plain[0].geom, moments[lc.name])
-                 ] if plain and lc.name in moments else []
+                 .set_multiple(plain[0].multiple)] if plain and lc.name in moments else []
         out.append(LayerChoices(lc.name, lc.dense, [*lc.families, *extra]))
     return out
 

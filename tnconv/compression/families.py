@@ -13,6 +13,11 @@ A :class:`Family` is one way of factoring one layer's kernel, parameterised by i
 Every :class:`Option` carries its parameters (weight and bias), its multiply-adds per image
 in the factored forward form (when the input's spatial size is known) and its relative
 Frobenius error. Which families a layer gets (``method=``) is decided in :mod:`.candidates`.
+
+A family's :attr:`Family.multiple` (``rank_multiple=`` of :func:`tnconv.compress`) restricts
+its ranks to multiples of it (hardware-friendly channel counts, as AIMET and HALOC do), each
+leg's full rank aside (a dimension of the kernel, never exceeded): its grid and every option
+it makes (:meth:`Family.clip`) have only those ranks, so every allocation chooses among them.
 """
 
 from __future__ import annotations
@@ -131,6 +136,10 @@ class Family:
     full: tuple[int, ...] = ()
     _cache: dict[tuple[int, ...], Option] = field(default_factory=dict, repr=False)
     fit: str = "weights"
+    multiple: int = 1
+    #: Whether a leg's full rank is a rank of its own when it is not a multiple (it is a
+    #: dimension of the kernel; CP's "full" rank is only a size bound, so not there).
+    full_allowed = True
 
     @property
     def key(self) -> str:
@@ -141,9 +150,42 @@ class Family:
     def shape(self) -> tuple[int, int, int, int]:
         return tuple(self.weight.shape)  # type: ignore[return-value]
 
+    def set_multiple(self, multiple: int) -> Family:
+        """Restrict the ranks to multiples of ``multiple`` (module docstring); returns self.
+
+        >>> import torch
+        >>> fam = SVDFamily(torch.randn(20, 30, 1, 1), 0, None, "out|in,kh,kw")
+        >>> [o.ranks[0] for o in fam.set_multiple(8).grid()], fam.clip((13,))
+        ([8, 16, 20], (8,))
+        """
+        if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+            raise ValueError(f"rank multiple must be an int >= 1, got {multiple!r}")
+        self.multiple = multiple
+        self._cache.clear()
+        return self
+
+    def axis_ranks(self, axis: int) -> list[int]:
+        """Every rank leg ``axis`` may take: ``1 .. full``, or the multiples of
+        :attr:`multiple` up to ``full`` and ``full`` itself (``[full]`` when ``full`` is
+        smaller than the multiple)."""
+        full, m = self.full[axis], self.multiple
+        if m == 1:
+            return list(range(1, full + 1))
+        if full < m:
+            return [full]
+        ranks = list(range(m, full + 1, m))
+        return [*ranks, full] if self.full_allowed and ranks[-1] != full else ranks
+
     def clip(self, ranks: tuple[int, ...]) -> tuple[int, ...]:
-        """Ranks within ``1 .. full``."""
-        return tuple(max(1, min(int(r), f)) for r, f in zip(ranks, self.full, strict=True))
+        """Ranks within ``1 .. full``, each rounded down to a rank of :meth:`axis_ranks` (up
+        to its smallest, below that)."""
+        out = []
+        for r, f in zip(ranks, self.full, strict=True):
+            r, m = max(1, min(int(r), f)), self.multiple
+            if m > 1 and not (r == f and self.full_allowed):
+                r = f if f < m else max(m, r // m * m)
+            out.append(r)
+        return tuple(out)
 
     def option(self, ranks: tuple[int, ...]) -> Option:
         """The option at ``ranks`` (clipped), with its error."""
@@ -164,7 +206,7 @@ class Family:
 
     def grid(self) -> list[Option]:
         """Options at the family's rank grid (every rank where that is affordable)."""
-        return [self.option((r,)) for r in range(1, self.full[0] + 1)]
+        return [self.option((r,)) for r in self.axis_ranks(0)]
 
     def costs(self, ranks: tuple[int, ...]) -> tuple[int, int | None]:
         """Factor parameters (without bias) and multiply-adds per image at ``ranks``."""
@@ -278,18 +320,19 @@ class TuckerFamily(Family):
         return math.sqrt(max(self.total - kept, 0.0) / self.total)
 
     def grid(self) -> list[Option]:
-        axes = [_rank_axis(f) for f in self.full]
+        axes = [_rank_axis(self.axis_ranks(k)) for k in range(len(self.full))]
         return [self.option((a, b)) for a in axes[0] for b in axes[1]]
 
     def vbmf_ranks(self) -> tuple[int, ...]:
         return tuple(max(1, evbmf(m).rank) if min(m.shape) > 1 else 1 for m in self.unfoldings)
 
 
-def _rank_axis(full: int) -> list[int]:
-    """Every rank up to ``full`` when few, else about ``_GRID_MAX`` spread ranks."""
-    if full <= _GRID_MAX:
-        return list(range(1, full + 1))
-    return sorted({max(1, round(full * k / _GRID_MAX)) for k in range(1, _GRID_MAX + 1)})
+def _rank_axis(ranks: list[int]) -> list[int]:
+    """Every rank of ``ranks`` (ascending) when few, else about ``_GRID_MAX`` spread ones."""
+    n = len(ranks)
+    if n <= _GRID_MAX:
+        return ranks
+    return sorted({ranks[max(1, round(n * k / _GRID_MAX)) - 1] for k in range(1, _GRID_MAX + 1)})
 
 
 class MPSFamily(Family):
@@ -326,6 +369,8 @@ class MPSFamily(Family):
 class CPFamily(Family):
     """CP rank ``R`` fitted by ALS (a geometric grid of ranks; every fit is cached)."""
 
+    full_allowed = False
+
     def __init__(self, weight: torch.Tensor, bias: int, geom: Geometry | None,
                  n_iter: int = 25) -> None:
         super().__init__(weight, bias, geom, "cp", None)
@@ -348,7 +393,7 @@ class CPFamily(Family):
 
     def grid(self) -> list[Option]:
         n = self.full[0]
-        ranks = sorted({max(1, round(n ** (k / 7))) for k in range(8)})
+        ranks = sorted({self.clip((max(1, round(n ** (k / 7))),))[0] for k in range(8)})
         return [self.option((r,)) for r in ranks]
 
     def vbmf_ranks(self) -> tuple[int, ...]:

@@ -90,7 +90,16 @@ class CompressReport(LayerSums):
         ``allocate="sensitivity"``: the accuracy drop on ``data`` (the sensitivity data) of
         the kept allocation and of the uniform one, both measured.
     latency_dense_s, latency_compressed_s, latency_batch
-        Median seconds of one forward pass of a batch of ``latency_batch`` at ``input_size``.
+        Median seconds of one forward pass of a batch of ``latency_batch`` at ``input_size``
+        of the dense and the compressed model's *inference forms*
+        (:func:`tnconv.for_inference`: what is deployed, batch norm folded), timed in
+        interleaved rounds (``None``: not measured).
+    latency_budget, latency_search
+        ``compress(..., latency=f)``: the budget ``f`` (``None`` otherwise), and every FLOPs
+        fraction tried (``fraction``, ``dense_s``, ``compressed_s``, ``ratio``; the kept one
+        is the largest with ``ratio <= f``, whose times are the latencies above).
+    rank_multiple
+        Every rank a multiple of this (each leg's full rank aside).
     skipped
         Selected convolutions that cannot be factored (grouped, or with their own forward),
         left dense and counted at full size.
@@ -116,6 +125,9 @@ class CompressReport(LayerSums):
     latency_dense_s: float | None = None
     latency_compressed_s: float | None = None
     latency_batch: int = 256
+    latency_budget: float | None = None
+    latency_search: list[dict[str, float]] = field(default_factory=list)
+    rank_multiple: int = 1
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     candidates: list[dict[str, Any]] = field(default_factory=list)
@@ -200,9 +212,11 @@ class CompressReport(LayerSums):
                      f"{_fmt(self.accuracy_compressed, '.4f')}, fine-tuned "
                      f"{_fmt(self.accuracy_finetuned, '.4f')}")
         if self.latency_dense_s is not None:
-            lines.append(f"latency (batch {self.latency_batch}) dense "
+            lines.append(f"latency (inference forms, batch {self.latency_batch}) dense "
                          f"{self.latency_dense_s * 1e3:.1f} ms, compressed "
                          f"{_fmt((self.latency_compressed_s or 0) * 1e3, '.1f')} ms, ratio "
-                         f"{_fmt(self.latency_ratio, '.3f')}")
+                         f"{_fmt(self.latency_ratio, '.3f')}"
+                         + (f" (budget {self.latency_budget:g})"
+                            if self.latency_budget is not None else ""))
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)

@@ -1,13 +1,13 @@
 """The inference form of a model: plain convolutions on the measured-faster path, batch norm
 folded (tier 4: it serves :func:`tnconv.compress`'s timings and the exports above it).
 
-================  ==============================================================
-module            contents
-================  ==============================================================
-``build.py``      :func:`for_inference`, :class:`InferenceReport`
-``fold.py``       :func:`fold_batchnorm`, :func:`conv_bn_pairs` (torch.fx)
-``timing.py``     :func:`interleaved_medians`: the interleaved timer
-================  ==============================================================
+=================  ==============================================================
+module             contents
+=================  ==============================================================
+``deployable.py``  :func:`for_inference`, :class:`InferenceReport`
+``fold.py``        :func:`fold_batchnorm`, :func:`conv_bn_pairs` (torch.fx)
+``timing.py``      :func:`interleaved_medians`, :func:`interleaved_samples`: the timer
+=================  ==============================================================
 
 Examples
 --------
@@ -19,9 +19,9 @@ Examples
 
 from __future__ import annotations
 
-from .build import INFERENCE_PATHS, InferenceReport, for_inference
+from .deployable import INFERENCE_PATHS, InferenceReport, for_inference
 from .fold import conv_bn_pairs, fold_batchnorm
-from .timing import interleaved_medians
+from .timing import interleaved_medians, interleaved_samples
 
 __all__ = ["for_inference", "InferenceReport", "INFERENCE_PATHS", "fold_batchnorm",
-           "conv_bn_pairs", "interleaved_medians"]
+           "conv_bn_pairs", "interleaved_medians", "interleaved_samples"]

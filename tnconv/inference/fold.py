@@ -105,7 +105,7 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
         return _traced_pairs(model)
     except Exception as exc:  # any failure of symbolic tracing: fall back, and say so
         warnings.warn(f"torch.fx cannot trace {type(model).__name__} ({type(exc).__name__}: "
-                      f"{str(exc).splitlines()[0] if str(exc) else ''}); batch norm is folded "
+                      f"{str(exc).splitlines()[0][:80] if str(exc) else ''}); batch norm is folded "
                       "only where it follows a convolution inside an nn.Sequential",
                       stacklevel=3)
         return _sequential_pairs(model)

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["interleaved_medians"]
+__all__ = ["interleaved_medians", "interleaved_samples"]
 
 
 def _sync(device: torch.device | None) -> None:
@@ -36,6 +36,26 @@ def interleaved_medians(calls: Sequence[Callable[[], Any]], *, repeats: int = 5,
                         warmup: int = 2, device: torch.device | None = None,
                         min_sample_s: float = 0.0) -> list[float]:
     """Median seconds of one run of each call, timed in interleaved rounds.
+
+    The medians of :func:`interleaved_samples` (same parameters).
+
+    Examples
+    --------
+    >>> interleaved_medians([lambda: None], repeats=1, warmup=0)[0] >= 0
+    True
+    """
+    samples = interleaved_samples(calls, repeats=repeats, warmup=warmup, device=device,
+                                  min_sample_s=min_sample_s)
+    return [statistics.median(s) for s in samples]
+
+
+def interleaved_samples(calls: Sequence[Callable[[], Any]], *, repeats: int = 5,
+                        warmup: int = 2, device: torch.device | None = None,
+                        min_sample_s: float = 0.0) -> list[list[float]]:
+    """Seconds of one run of each call in every counted round, timed in interleaved rounds.
+
+    Round ``k`` of every call ran at about the same time, so ``a[k] / b[k]`` is a *paired*
+    ratio: its median is steadier under a changing load than the ratio of the medians.
 
     Parameters
     ----------
@@ -52,13 +72,13 @@ def interleaved_medians(calls: Sequence[Callable[[], Any]], *, repeats: int = 5,
 
     Returns
     -------
-    list of float
-        One median per call, in seconds.
+    list of list of float
+        Per call, ``repeats`` samples in seconds (round order).
 
     Examples
     --------
-    >>> interleaved_medians([lambda: None], repeats=1, warmup=0)[0] >= 0
-    True
+    >>> [len(s) for s in interleaved_samples([lambda: None] * 2, repeats=3, warmup=1)]
+    [3, 3]
     """
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
@@ -77,4 +97,4 @@ def interleaved_medians(calls: Sequence[Callable[[], Any]], *, repeats: int = 5,
         if k == max(warmup - 1, 0) and min_sample_s > 0 and k < warmup + repeats - 1:
             slowest = max(s[-1] for s in times) if times else 0.0
             inner = max(1, min(1000, int(min_sample_s / max(slowest, 1e-9)) + 1))
-    return [statistics.median(s[warmup:]) for s in times]
+    return [s[warmup:] for s in times]

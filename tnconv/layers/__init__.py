@@ -1,4 +1,4 @@
-"""Trainable tensorized convolutions and whole-model conversion.
+"""Trainable tensorized convolutions and linear layers, and whole-model conversion.
 
 Only ``nn.Module`` classes and the functions that swap them into models live here; the
 decompositions they are built from are in the core (:mod:`tnconv.mps`, :mod:`tnconv.tucker`,
@@ -12,6 +12,11 @@ module                 contents
 ``mps_conv2d.py``      :class:`MPSConv2d` (tensor-train cores from :func:`tnconv.to_mps`)
 ``tucker_conv2d.py``   :class:`TuckerConv2d` (Tucker-2 from :func:`tnconv.tucker.to_tucker`)
 ``cp_conv2d.py``       :class:`CPConv2d` (CP from :func:`tnconv.cp.to_cp`, fitted by ALS)
+``mpo_conv2d.py``      :class:`MPOConv2d` (matrix product operator from :func:`tnconv.to_mpo`)
+``mpo_linear.py``      :class:`MPOLinear` (the same for ``nn.Linear``)
+``mpo_paths.py``       the MPO layers' cost estimates: input x cores on a cotengra path, or
+                       the weight rebuilt
+``factor_shapes.py``   loading factors of other ranks (``load_state_dict``)
 ``convert.py``         :func:`tensorize` / :func:`densify` for whole models
 ``monitor.py``         bond entropies per epoch, re-compression between epochs
 ``balance.py``         balancing the norms of factors
@@ -41,6 +46,8 @@ from .convert import (
 )
 from .cp_conv2d import CPConv2d
 from .monitor import EntropyLog, bond_entropies, recompress
+from .mpo_conv2d import MPOConv2d
+from .mpo_linear import MPOLinear
 from .mps_conv2d import MPSConv2d
 from .tucker_conv2d import TuckerConv2d
 
@@ -49,6 +56,8 @@ __all__ = [
     "MPSConv2d",
     "TuckerConv2d",
     "CPConv2d",
+    "MPOConv2d",
+    "MPOLinear",
     "tensorize",
     "densify",
     "factorized_specs",

@@ -35,6 +35,7 @@ from torch import nn
 from ..contraction import contract, contraction_cost
 from ..legs import validate_kernel
 from .balance import balance_factors
+from .factor_shapes import adopt_factor_shapes, check_bond_sizes
 
 __all__ = ["PATHS", "FactorStep", "FactorizedConv2d", "conv_hyperparameters"]
 
@@ -434,32 +435,9 @@ class FactorizedConv2d(nn.Module):
         constructed one. Only bond axes may change size; other mismatches (the conv's own
         shape, the bias) are left to the ordinary "size mismatch" error.
         """
-        arrays, inds, out = self._kernel_network()
-        names = {id(p): n for n, p in self.named_parameters()}
-        resized = False
-        for param, ix in zip(arrays, inds, strict=True):
-            name = names.get(id(param))
-            new = state_dict.get(prefix + name) if name is not None else None
-            if not isinstance(new, torch.Tensor) or new.shape == param.shape:
-                continue
-            if new.dim() != param.dim() or any(
-                    a != b and i in out
-                    for a, b, i in zip(new.shape, param.shape, ix, strict=True)):
-                continue
-            owner, _, leaf = name.rpartition(".")  # type: ignore[union-attr]
-            module = self.get_submodule(owner) if owner else self
-            setattr(module, leaf, nn.Parameter(param.new_empty(new.shape),
-                                               requires_grad=param.requires_grad))
-            resized = True
-        if resized:
+        if adopt_factor_shapes(self, self._kernel_network(), state_dict, prefix):
             self._path_cache.clear()
-            sizes: dict[str, int] = {}
-            arrays, inds, _ = self._kernel_network()
-            for a, ix in zip(arrays, inds, strict=True):
-                for i, d in zip(ix, a.shape, strict=True):
-                    if sizes.setdefault(i, int(d)) != d:
-                        error_msgs.append(f"bond {i!r} has size {sizes[i]} in one factor and "
-                                          f"{int(d)} in another")
+            check_bond_sizes(self._kernel_network(), error_msgs)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
                                       missing_keys, unexpected_keys, error_msgs)
 

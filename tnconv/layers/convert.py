@@ -1,10 +1,11 @@
-"""Swapping a model's convolutions for factorized ones, and back.
+"""Swapping a model's convolutions (and linear layers) for factorized ones, and back.
 
 :func:`tensorize` returns a *copy* of a model in which the chosen ``nn.Conv2d`` layers are
-replaced by :class:`MPSConv2d`, :class:`TuckerConv2d` or :class:`CPConv2d` (built with
-``from_conv``, so an untruncated MPS or Tucker model computes what the original did), with a
-report of the parameters before and after. :func:`densify` turns every factorized layer back
-into a plain ``nn.Conv2d``.
+replaced by :class:`MPSConv2d`, :class:`TuckerConv2d`, :class:`CPConv2d` or
+:class:`MPOConv2d` (built with ``from_conv``, so an untruncated MPS, Tucker or MPO model
+computes what the original did), with a report of the parameters before and after; with
+``kind="mpo"`` the chosen ``nn.Linear`` layers become :class:`MPOLinear` too. :func:`densify`
+turns every factorized layer back into a plain ``nn.Conv2d`` or ``nn.Linear``.
 
 :func:`factorized_specs` describes which layers of a model are factorized and how (kind, chain,
 sub-legs, forward path: what the ranks alone do not say), as plain JSON-able data;
@@ -28,18 +29,24 @@ from ..model_layers import LayerSpec, replace_layer, select_layers
 from ..sizes import LayerSums, Sizes, renamed
 from .base import FactorizedConv2d
 from .cp_conv2d import CPConv2d
+from .mpo_conv2d import MPOConv2d
+from .mpo_linear import MPOLinear
 from .mps_conv2d import MPSConv2d
 from .tucker_conv2d import TuckerConv2d
 
-__all__ = ["KINDS", "LayerSelector", "LayerReport", "TensorizeReport", "tensorize", "densify",
-           "factorized_specs", "refactorize"]
+__all__ = ["KINDS", "LINEAR_KINDS", "LayerSelector", "LayerReport", "TensorizeReport",
+           "tensorize", "densify", "factorized_specs", "refactorize"]
 
 #: Factorized layer class by ``kind``.
 KINDS: dict[str, type[FactorizedConv2d]] = {
     "mps": MPSConv2d,
     "tucker": TuckerConv2d,
     "cp": CPConv2d,
+    "mpo": MPOConv2d,
 }
+
+#: Factorized ``nn.Linear`` class by ``kind``: the kinds that convert Linear layers too.
+LINEAR_KINDS: dict[str, type[MPOLinear]] = {"mpo": MPOLinear}
 
 #: What ``layers=`` accepts: None, a name pattern, patterns, or a predicate ``(name, module)``
 #: (the selection of :func:`tnconv.model_layers.select_layers`).
@@ -120,6 +127,53 @@ def _plain_conv(module: nn.Module) -> bool:
             and kind._conv_forward is nn.Conv2d._conv_forward)  # type: ignore[attr-defined]
 
 
+def _plain_linear(module: nn.Module) -> bool:
+    """Whether ``module`` is used through ``nn.Linear``'s forward: not a subclass with its own,
+    nor the output projection of ``nn.MultiheadAttention``, which reads the weight itself."""
+    return (type(module).forward is nn.Linear.forward
+            and not isinstance(module, nn.modules.linear.NonDynamicallyQuantizableLinear))
+
+
+def _linear_named(model: nn.Module, layers: LayerSelector) -> list[str]:
+    """The ``nn.Linear`` layers that ``layers`` selects (none where it selects nothing)."""
+    try:
+        named = select_layers(model, layers, include_linear=True, types=(nn.Conv2d, nn.Linear))
+    except ValueError:
+        return []
+    return [n for n, m in named if isinstance(m, nn.Linear)]
+
+
+def _choose_layers(model: nn.Module, kind: str, layers: LayerSelector
+                   ) -> tuple[list[tuple[str, nn.Module]], list[str]]:
+    """The layers ``kind`` replaces, and the selected ones it leaves (with a warning)."""
+    if kind in LINEAR_KINDS:
+        chosen = select_layers(model, layers, include_linear=True, types=(nn.Conv2d, nn.Linear))
+    else:
+        try:
+            chosen = select_layers(model, layers, types=(nn.Conv2d,))
+        except ValueError:
+            linear = [] if layers is None else _linear_named(model, layers)
+            if linear:  # a Linear named for a Conv2d-only kind: say so
+                raise ValueError(f"kind {kind!r} converts nn.Conv2d layers only; "
+                                 f"{', '.join(linear[:8])} are nn.Linear: use kind='mpo' "
+                                 f"(valid kinds for Linear: {', '.join(LINEAR_KINDS)})"
+                                 ) from None
+            raise
+    own = [n for n, m in chosen if not (_plain_linear(m) if isinstance(m, nn.Linear)
+                                        else _plain_conv(m))]
+    if own:
+        warnings.warn(f"tensorize leaves {len(own)} nn.Conv2d / nn.Linear subclass layer(s) "
+                      f"with their own forward as they are: {', '.join(own[:8])}"
+                      + (", ..." if len(own) > 8 else ""), stacklevel=3)
+    grouped = [n for n, m in chosen if kind == "mpo" and getattr(m, "groups", 1) != 1]
+    if grouped:
+        warnings.warn(f"tensorize (kind='mpo') leaves {len(grouped)} grouped convolution(s) "
+                      f"dense, an MPO needs groups=1: {', '.join(grouped[:8])}"
+                      + (", ..." if len(grouped) > 8 else ""), stacklevel=3)
+    skipped = own + grouped
+    return [(n, m) for n, m in chosen if n not in skipped], skipped
+
+
 def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -133,7 +187,7 @@ def tensorize(
     progress: bool = True,
     **criteria: Any,
 ) -> tuple[nn.Module, TensorizeReport]:
-    """Replace a model's convolutions by trainable factorized ones.
+    """Replace a model's convolutions (and, for MPOs, linear layers) by trainable factorized ones.
 
     Parameters
     ----------
@@ -142,16 +196,20 @@ def tensorize(
         A bare ``nn.Conv2d`` is returned as its factorized layer. Replaced layers keep
         the train/eval mode of the convolutions they replace.
     kind
-        ``"mps"`` (:class:`MPSConv2d`), ``"tucker"`` (:class:`TuckerConv2d`) or ``"cp"``
-        (:class:`CPConv2d`).
+        ``"mps"`` (:class:`MPSConv2d`), ``"tucker"`` (:class:`TuckerConv2d`), ``"cp"``
+        (:class:`CPConv2d`) or ``"mpo"`` (:class:`MPOConv2d`, and :class:`MPOLinear` for
+        ``nn.Linear`` layers).
     layers
         Which ``nn.Conv2d`` modules to replace: ``None`` (default) for every ``nn.Conv2d``,
         1x1 ones included (they hold most of a ResNet-50's weights); a name pattern such as
         ``"layer4.*"`` or a list of them (``fnmatch`` on the qualified module name); or a
         predicate ``(name, module) -> bool`` (:func:`tnconv.model_layers.select_layers`: a pattern
         that matches no ``nn.Conv2d``, or a selection of none, raises ``ValueError``). Only
-        ``nn.Conv2d`` modules are ever replaced; subclasses with their own ``forward`` are left
-        as they are, with a warning, and listed in ``report.skipped``.
+        ``nn.Conv2d`` modules are replaced, and with ``kind="mpo"`` ``nn.Linear`` ones too
+        (every one where ``layers`` is None; naming a Linear layer for another kind is a
+        ``ValueError``). Subclasses with their own ``forward``, the output projections of
+        ``nn.MultiheadAttention`` and, for ``"mpo"``, grouped convolutions are left as they
+        are, with a warning, and listed in ``report.skipped``.
     inplace
         Modify ``model`` itself instead of a copy.
     progress
@@ -161,7 +219,9 @@ def tensorize(
         Passed to ``from_conv`` of the chosen class: for all three ``max_bond``,
         ``max_error``, ``ratio`` and ``path``; MPS and Tucker also ``keep``, ``cutoff``,
         ``cutoff_mode``; MPS ``cut`` and ``split``; Tucker ``ranks``; CP ``rank``,
-        ``n_iter``, ``tol``, ``seed``.
+        ``n_iter``, ``tol``, ``seed``; MPO ``in_shape``, ``out_shape``, ``pairs``, ``sweeps``
+        (:func:`tnconv.to_mpo`; the shapes apply to every layer, so leave them out for a
+        model: balanced sub-legs per layer).
 
     Returns
     -------
@@ -171,7 +231,8 @@ def tensorize(
     Raises
     ------
     ValueError
-        Unknown ``kind``, or ``layers`` patterns that match no ``nn.Conv2d``.
+        Unknown ``kind``, ``layers`` patterns that match no ``nn.Conv2d`` (nor, for
+        ``"mpo"``, ``nn.Linear``), or an ``nn.Linear`` named for a Conv2d-only kind.
     TypeError
         ``model`` is not an ``nn.Module`` or ``layers`` has the wrong type.
 
@@ -183,19 +244,15 @@ def tensorize(
     >>> new, report = tnconv.tensorize(net, kind="tucker", ranks=4)
     >>> [r.name for r in report.layers], type(new[2]).__name__
     (['0', '2'], 'TuckerConv2d')
+    >>> mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 64))
+    >>> type(tnconv.tensorize(mlp, kind="mpo", max_bond=4)[0][1]).__name__
+    'MPOLinear'
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; valid: {', '.join(KINDS)}")
-    cls = KINDS[kind]
-    chosen = select_layers(model, layers, types=(nn.Conv2d,))
-    skipped = [n for n, m in chosen if not _plain_conv(m)]
-    if skipped:
-        warnings.warn(f"tensorize leaves {len(skipped)} nn.Conv2d subclass layer(s) with their "
-                      f"own forward as they are: {', '.join(skipped[:8])}"
-                      + (", ..." if len(skipped) > 8 else ""), stacklevel=2)
-        chosen = [(n, m) for n, m in chosen if _plain_conv(m)]
+    chosen, skipped = _choose_layers(model, kind, layers)
     before = _count(model)
     target = model if inplace else copy.deepcopy(model)
     report = TensorizeReport(kind=kind, model_params_before=before, skipped=skipped)
@@ -203,7 +260,10 @@ def tensorize(
                disable=not progress or len(chosen) < 2)
     for name, _ in bar:
         conv = target.get_submodule(name)
-        new = cls.from_conv(conv, **criteria)  # type: ignore[attr-defined]
+        if isinstance(conv, nn.Linear):
+            new: nn.Module = LINEAR_KINDS[kind].from_linear(conv, **criteria)
+        else:
+            new = KINDS[kind].from_conv(conv, **criteria)  # type: ignore[attr-defined]
         new.train(conv.training)
         target = replace_layer(target, name, new)  # name "": the model is itself a conv
         report.layers.append(LayerReport(name, kind, tuple(conv.weight.shape),
@@ -214,7 +274,8 @@ def tensorize(
 
 
 def densify(model: nn.Module, *, inplace: bool = False) -> nn.Module:
-    """Replace every factorized layer of a model by its dense ``nn.Conv2d`` (``to_conv``).
+    """Replace every factorized layer of a model by its dense ``nn.Conv2d`` (``to_conv``) or
+    ``nn.Linear`` (``to_linear``).
 
     Parameters
     ----------
@@ -226,8 +287,8 @@ def densify(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     Returns
     -------
     nn.Module
-        A model with plain convolutions only (a factorized model at the top level is
-        returned as its ``nn.Conv2d``).
+        A model with plain convolutions and linear layers only (a factorized model at the
+        top level is returned as its ``nn.Conv2d`` or ``nn.Linear``).
 
     Examples
     --------
@@ -238,13 +299,17 @@ def densify(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(model, FactorizedConv2d):
-        return model.to_conv()
+    if isinstance(model, (FactorizedConv2d, MPOLinear)):
+        return _dense(model)
     target = model if inplace else copy.deepcopy(model)
-    names = [n for n, m in target.named_modules() if isinstance(m, FactorizedConv2d)]
+    names = [n for n, m in target.named_modules() if isinstance(m, (FactorizedConv2d, MPOLinear))]
     for name in names:
-        replace_layer(target, name, target.get_submodule(name).to_conv())
+        replace_layer(target, name, _dense(target.get_submodule(name)))
     return target
+
+
+def _dense(layer: nn.Module) -> nn.Module:
+    return layer.to_linear() if isinstance(layer, MPOLinear) else layer.to_conv()
 
 
 def factorized_specs(model: nn.Module) -> dict[str, dict[str, Any]]:
@@ -253,9 +318,10 @@ def factorized_specs(model: nn.Module) -> dict[str, dict[str, Any]]:
     Returns
     -------
     dict
-        Qualified layer name -> ``{"kind": "mps" | "tucker" | "cp", "path": ...}`` plus, for
-        MPS layers, ``"cut"`` and ``"split"``; plain JSON-able values. Empty for a model
-        without factorized layers.
+        Qualified layer name -> ``{"kind": "mps" | "tucker" | "cp" | "mpo", "path": ...}``
+        plus, for MPS layers, ``"cut"`` and ``"split"``, for MPO layers (conv and linear)
+        ``"in_shape"`` and ``"out_shape"``; plain JSON-able values. Empty for a model without
+        factorized layers.
 
     Examples
     --------
@@ -268,12 +334,14 @@ def factorized_specs(model: nn.Module) -> dict[str, dict[str, Any]]:
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     specs: dict[str, dict[str, Any]] = {}
     for name, module in model.named_modules():
-        if not isinstance(module, FactorizedConv2d) or not name:
+        if not isinstance(module, (FactorizedConv2d, MPOLinear)) or not name:
             continue
         spec: dict[str, Any] = {"kind": module.kind, "path": module.path}
         if isinstance(module, MPSConv2d):
             spec["cut"] = module.cut
             spec["split"] = {leg: list(sizes) for leg, sizes in module.split.items()}
+        if isinstance(module, (MPOConv2d, MPOLinear)):
+            spec["in_shape"], spec["out_shape"] = list(module.in_shape), list(module.out_shape)
         specs[name] = spec
     return specs
 
@@ -284,11 +352,12 @@ _SEED_OPTIONS: dict[str, dict[str, Any]] = {
     "mps": {"max_bond": 1},
     "tucker": {"ranks": (1, 1)},
     "cp": {"rank": 1, "n_iter": 1},
+    "mpo": {"max_bond": 1},
 }
 
 
 def refactorize(model: nn.Module, specs: dict[str, dict[str, Any]]) -> nn.Module:
-    """Replace the dense convolutions named in ``specs`` by factorized layers; in place.
+    """Replace the dense layers named in ``specs`` by factorized layers; in place.
 
     The new layers have rank 1 (a placeholder); ``model.load_state_dict`` of the factorized
     model's weights then gives them their ranks and values (see
@@ -309,7 +378,8 @@ def refactorize(model: nn.Module, specs: dict[str, dict[str, Any]]) -> nn.Module
     Raises
     ------
     ValueError
-        A name that is not an ``nn.Conv2d`` of ``model``, or an unknown kind.
+        A name that is not an ``nn.Conv2d`` of ``model`` (or an ``nn.Linear``, for ``"mpo"``),
+        or an unknown kind.
 
     Examples
     --------
@@ -333,13 +403,18 @@ def refactorize(model: nn.Module, specs: dict[str, dict[str, Any]]) -> nn.Module
             conv = model.get_submodule(name)
         except AttributeError:
             conv = None
-        if not isinstance(conv, nn.Conv2d):
-            raise ValueError(f"layer {name!r} of the specs is not an nn.Conv2d of the model")
+        linear = kind in LINEAR_KINDS and isinstance(conv, nn.Linear)
+        if not (linear or isinstance(conv, nn.Conv2d)):
+            what = "an nn.Conv2d or nn.Linear" if kind in LINEAR_KINDS else "an nn.Conv2d"
+            raise ValueError(f"layer {name!r} of the specs is not {what} of the model")
         options = dict(_SEED_OPTIONS[kind])
         if kind == "mps":
             split = {leg: tuple(sizes) for leg, sizes in (spec.get("split") or {}).items()}
             options.update(cut=spec["cut"], split=split or None)
-        layer = KINDS[kind].from_conv(conv, **options)
+        if kind == "mpo":
+            options.update(in_shape=tuple(spec["in_shape"]), out_shape=tuple(spec["out_shape"]))
+        layer = (LINEAR_KINDS[kind].from_linear(conv, **options) if linear  # type: ignore[arg-type]
+                 else KINDS[kind].from_conv(conv, **options))
         layer.path = spec.get("path", "auto")
         model = replace_layer(model, name, layer)
     return model

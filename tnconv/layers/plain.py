@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .base import FactorizedConv2d
+from .mpo_linear import MPOLinear
 
 __all__ = ["dense_module", "factored_module"]
 
@@ -36,24 +37,26 @@ _PADS: dict[str, type[nn.Module]] = {
 }
 
 
-def _check(layer: object) -> FactorizedConv2d:
-    if not isinstance(layer, FactorizedConv2d):
+def _check(layer: object) -> FactorizedConv2d | MPOLinear:
+    if not isinstance(layer, (FactorizedConv2d, MPOLinear)):
         raise TypeError("layer must be a tnconv factorized convolution (MPSConv2d, "
-                        f"TuckerConv2d, CPConv2d), got {type(layer).__name__}")
+                        f"TuckerConv2d, CPConv2d, MPOConv2d) or MPOLinear, got "
+                        f"{type(layer).__name__}")
     return layer
 
 
-def dense_module(layer: FactorizedConv2d) -> nn.Conv2d:
-    """The dense path of ``layer`` as an ``nn.Conv2d`` whose kernel is built once.
+def dense_module(layer: FactorizedConv2d | MPOLinear) -> nn.Conv2d | nn.Linear:
+    """The dense path of ``layer`` as an ``nn.Conv2d`` (``nn.Linear``) whose weight is built
+    once.
 
     Parameters
     ----------
     layer
-        A factorized convolution (not modified).
+        A factorized convolution or an :class:`tnconv.MPOLinear` (not modified).
 
     Returns
     -------
-    nn.Conv2d
+    nn.Conv2d or nn.Linear
         Same hyper-parameters, device, dtype and train/eval mode; a detached copy.
 
     Examples
@@ -62,11 +65,14 @@ def dense_module(layer: FactorizedConv2d) -> nn.Conv2d:
     >>> layer = tnconv.MPSConv2d.from_conv(torch.nn.Conv2d(4, 6, 3), max_bond=2)
     >>> dense_module(layer).weight.shape
     torch.Size([6, 4, 3, 3])
+    >>> dense_module(tnconv.MPOLinear(16, 8, max_bond=2)).weight.shape
+    torch.Size([8, 16])
     """
-    return _check(layer).to_conv()
+    layer = _check(layer)
+    return layer.to_linear() if isinstance(layer, MPOLinear) else layer.to_conv()
 
 
-def factored_module(layer: FactorizedConv2d) -> nn.Sequential | None:
+def factored_module(layer: FactorizedConv2d | MPOLinear) -> nn.Sequential | None:
     """The factored path of ``layer`` as an ``nn.Sequential`` of plain convolutions.
 
     Parameters
@@ -79,8 +85,9 @@ def factored_module(layer: FactorizedConv2d) -> nn.Sequential | None:
     nn.Sequential or None
         One ``nn.Conv2d`` per factor (the layer's bias on the last), preceded by a padding
         module where the layer pads asymmetrically or with a ``padding_mode`` other than
-        zeros; ``None`` where the layer has no factored path (grouped layers, chains with
-        sub-legs, chains whose ends are not ``in`` and ``out``). Same device, dtype and mode.
+        zeros; ``None`` where the layer has no factored path of convolutions (grouped layers,
+        chains with sub-legs, chains whose ends are not ``in`` and ``out``, MPO layers, whose
+        factored path is an einsum contraction). Same device, dtype and mode.
 
     Examples
     --------
@@ -93,6 +100,8 @@ def factored_module(layer: FactorizedConv2d) -> nn.Sequential | None:
     True
     """
     layer = _check(layer)
+    if isinstance(layer, MPOLinear):
+        return None
     steps = layer._factor_steps()
     if steps is None:
         return None

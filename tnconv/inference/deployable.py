@@ -31,6 +31,8 @@ True
 from __future__ import annotations
 
 import copy
+import math
+import statistics
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,16 +41,23 @@ import torch
 from torch import nn
 
 from ..layers.base import FactorizedConv2d
+from ..layers.mpo_linear import MPOLinear
 from ..layers.plain import dense_module, factored_module
 from ..model_layers import replace_layer
 from ..runtime import model_device, resolve_device
 from .fold import fold_batchnorm
-from .timing import interleaved_medians
+from .timing import interleaved_samples
 
-__all__ = ["for_inference", "InferenceReport", "INFERENCE_PATHS"]
+__all__ = ["for_inference", "InferenceReport", "INFERENCE_PATHS", "MEASURE_MARGIN"]
+
+#: The layers :func:`for_inference` replaces by plain modules (an :class:`~tnconv.MPOLinear`
+#: becomes its dense ``nn.Linear``: it has no plain factored form).
+_FACTORED = (FactorizedConv2d, MPOLinear)
 
 #: How :func:`for_inference` picks each factorized layer's form.
 INFERENCE_PATHS: tuple[str, ...] = ("measured", "flops", "dense", "factored")
+#: A measured ratio within this factor of 1 is noise: the path with fewer multiply-adds is kept.
+MEASURE_MARGIN = 1.1
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
@@ -61,8 +70,10 @@ class InferenceReport:
     paths
         Per factorized layer (dotted name): ``"dense"`` or ``"factored"``.
     seconds
-        Per measured layer: ``{"dense": s, "factored": s}``, the median of interleaved rounds
-        on the layer's input (``path="measured"`` only).
+        Per measured layer: ``{"dense": s, "factored": s, "paired_ratio": r}``, the medians of
+        interleaved rounds on the layer's input and the median of the per-round ratios
+        factored / dense (``path="measured"`` only). A ratio within :data:`MEASURE_MARGIN` of
+        1 is noise, and the path with fewer multiply-adds is kept.
     folded
         The ``(conv, batch norm)`` pairs folded.
     max_abs_diff
@@ -113,7 +124,7 @@ def _layer_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     found: dict[str, torch.Tensor] = {}
     hooks = []
     for name, m in model.named_modules():
-        if isinstance(m, FactorizedConv2d):
+        if isinstance(m, _FACTORED):
             def hook(mod: nn.Module, inp: tuple[Any, ...], name: str = name) -> None:
                 found.setdefault(name, inp[0].detach())
             hooks.append(m.register_forward_pre_hook(hook))
@@ -125,8 +136,8 @@ def _layer_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     return found
 
 
-def _choose(layer: FactorizedConv2d, x: torch.Tensor | None, path: str, dev: torch.device
-            ) -> tuple[nn.Module, str, dict[str, float] | None]:
+def _choose(layer: FactorizedConv2d | MPOLinear, x: torch.Tensor | None, path: str,
+            dev: torch.device) -> tuple[nn.Module, str, dict[str, float] | None]:
     dense, factored = dense_module(layer).eval(), factored_module(layer)
     if factored is None or path == "dense":
         return dense, "dense", None
@@ -135,16 +146,23 @@ def _choose(layer: FactorizedConv2d, x: torch.Tensor | None, path: str, dev: tor
         return factored, "factored", None
     if x is None:  # a layer example_input does not reach
         return dense, "dense", None
-    if path == "flops":  # the kernel is built once: the dense path costs its convolution only
-        est = layer.flops(tuple(x.shape))
-        use = est["factored"] is not None and est["factored"] < est["dense"] - layer._kernel_flops()
-        return (factored, "factored", None) if use else (dense, "dense", None)
+    # the kernel is built once: the dense path costs its convolution only
+    est = layer.flops(tuple(x.shape))
+    fewer = est["factored"] is not None and est["factored"] < est["dense"] - layer._kernel_flops()
+    if path == "flops":
+        return (factored, "factored", None) if fewer else (dense, "dense", None)
     with torch.no_grad():
-        t_dense, t_fact = interleaved_medians([lambda: dense(x), lambda: factored(x)],
-                                              repeats=7, warmup=2, device=dev,
-                                              min_sample_s=2e-3)
-    seconds = {"dense": t_dense, "factored": t_fact}
-    return (factored, "factored", seconds) if t_fact < t_dense else (dense, "dense", seconds)
+        t_dense, t_fact = interleaved_samples([lambda: dense(x), lambda: factored(x)],
+                                              repeats=9, warmup=2, device=dev,
+                                              min_sample_s=5e-3)
+    ratio = statistics.median(f / max(d, 1e-12) for f, d in zip(t_fact, t_dense, strict=True))
+    seconds = {"dense": statistics.median(t_dense), "factored": statistics.median(t_fact),
+               "paired_ratio": ratio}
+    if abs(math.log(ratio)) < math.log(MEASURE_MARGIN):  # within the noise: by FLOPs
+        faster = fewer
+    else:
+        faster = ratio < 1
+    return (factored, "factored", seconds) if faster else (dense, "dense", seconds)
 
 
 def _max_abs_diff(a: Any, b: Any) -> float:
@@ -195,7 +213,8 @@ def for_inference(model: nn.Module, example_input: torch.Tensor, *,
         Where and in what precision the copy runs; default the model's.
     path
         Each factorized layer's form: ``"measured"`` (the faster on the layer's input, timed),
-        ``"flops"`` (the one with fewer multiply-adds: reproducible), ``"dense"`` or
+        ``"flops"`` (the one with fewer multiply-adds: reproducible, and the tie-break of
+        ``"measured"`` where the two are within 10 %), ``"dense"`` or
         ``"factored"`` (where the layer has one).
     fold
         Fold batch norm into the convolution before it.
@@ -235,7 +254,7 @@ def for_inference(model: nn.Module, example_input: torch.Tensor, *,
     report = InferenceReport(device=str(dev), dtype=str(dtype).replace("torch.", ""),
                              batch=int(x.shape[0]))
     for name, layer in [(n, m) for n, m in work.named_modules()
-                        if isinstance(m, FactorizedConv2d)]:
+                        if isinstance(m, _FACTORED)]:
         new, chosen, seconds = _choose(layer, inputs.get(name), path, dev)
         work = replace_layer(work, name, new)
         report.paths[name] = chosen
