@@ -95,7 +95,8 @@ CONFIG: dict[str, Any] = {
     "compile_modes": ["default"],     # torch.compile(mode=...); "default": no mode given
     "onnx_dtype": "float32",          # of the ONNX export (ORT's CUDA convs have no bf16)
     "ort_spinning": False,            # ORT intra-op spinning (off: fair to interleaved calls)
-    "channels_last": False,           # torch forms in channels-last memory format
+    "channels_last": False,           # the eval form (and the input) in channels-last memory
+                                      # format; the inference form's is for_inference's "auto"
     "cudnn_benchmark": False,
     "rounds": 30,                     # timed rounds at least (one call of every variant each)
     "warmup": 3,                      # untimed rounds first
@@ -383,7 +384,8 @@ def build_variant(model: Any, label: str, x: Any, cfg: Mapping[str, Any], device
     t0 = time.perf_counter()
     try:
         inf = tnconv.for_inference(model, x.to(dtype), device=device, dtype=dtype,
-                                   path=cfg["path"]).to(memory_format=fmt)
+                                   path=cfg["path"], memory_format=(
+                                       "channels_last" if cfg["channels_last"] else "auto"))
     except Exception as exc:  # noqa: BLE001 - every inference-form runtime fails with it
         why = f"for_inference: {_first_line(exc)}"
         info["errors"] = {rt: why for rt in want if rt != "eval"}
@@ -393,6 +395,7 @@ def build_variant(model: Any, label: str, x: Any, cfg: Mapping[str, Any], device
     rep = inf.inference_report
     info["paths"] = {p: sum(v == p for v in rep.paths.values()) for p in ("dense", "factored")}
     info["folded"] = len(rep.folded)
+    info["memory_format"] = rep.memory_format
     info["inference_conv_params"] = conv_params(inf)
     info["inference_conv_macs"] = conv_macs(inf, xin[:1])
     with torch.inference_mode():

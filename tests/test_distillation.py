@@ -74,3 +74,19 @@ def test_bad_settings_are_refused(kwargs: dict, error: type, match: str) -> None
     with pytest.raises(error, match=match):
         tnconv.fit(tnconv.cnn4(10, 1, widths=(8, 8, 8, 8)), (x, y), epochs=1, progress=False,
                    **options)
+
+
+def test_compress_distils_from_the_dense_model_and_refuses_idle_options() -> None:
+    x, y = _data(128)
+    dense = tnconv.cnn4(10, 1, widths=(8, 8, 8, 8)).eval()
+    state = {k: v.clone() for k, v in dense.state_dict().items()}
+    small, report = tnconv.compress(dense, (x, y), params=0.5, allocate="uniform", epochs=1,
+                                    train_data=(x, y), finetune={"distill": 1.0,
+                                                                 "temperature": 2.0},
+                                    progress=False, latency=False)
+    assert report.accuracy_finetuned is not None
+    assert all(torch.equal(v, dense.state_dict()[k]) for k, v in state.items())
+    with pytest.raises(ValueError, match="epochs=0"):
+        tnconv.compress(dense, (x, y), finetune={"distill": 1.0}, progress=False)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        tnconv.compress(dense, (x, y), epochs=1, finetune={"temperature": 0}, progress=False)

@@ -178,6 +178,25 @@ def test_flops_path_picks_fewer_multiply_adds() -> None:
     assert for_inference(full, X, path="flops").inference_report.paths == {"0": "dense"}
 
 
+def test_memory_format_is_honoured_or_measured() -> None:
+    net = _net(TuckerConv2d.from_conv(_conv("plain"), ranks=(2, 2)))
+    with torch.no_grad():
+        expected = net(X)
+    for fmt, layout in (("channels_last", torch.channels_last),
+                        ("contiguous", torch.contiguous_format)):
+        fast = for_inference(net, X, memory_format=fmt)
+        weights = [p for p in fast.parameters() if p.dim() == 4]
+        assert weights and all(p.is_contiguous(memory_format=layout) for p in weights)
+        assert fast.inference_report.memory_format == fmt
+        with torch.no_grad():
+            assert torch.allclose(fast(X), expected, atol=1e-4)
+    report = for_inference(net, X).inference_report  # "auto": both layouts timed
+    assert set(report.format_seconds) == {"channels_last", "contiguous"}
+    assert report.memory_format in ("channels_last", "contiguous")
+    with pytest.raises(ValueError, match="unknown memory_format"):
+        for_inference(net, X, memory_format="nhwc")
+
+
 def test_model_is_not_modified_and_dtype_is_honoured() -> None:
     net = _net(MPSConv2d.from_conv(_conv("plain"), max_bond=2))
     state = {k: v.clone() for k, v in net.state_dict().items()}

@@ -19,6 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..cuts import parse_cut
+from ..distillation import check_distillation
 from ..model_layers import conv_layers, select_layers
 from ..runtime import model_device, resolve_device
 from .allocate import allocate_max_error
@@ -246,8 +247,10 @@ def _finish(report: CompressReport, model: nn.Module, small: nn.Module, data: An
             report.notes.append("fine-tuned on data (no train_data given): the fine-tuned "
                                 "accuracy on the same data is optimistic")
             warnings.warn("compress: fine-tuning on data, as train_data is None", stacklevel=3)
-        fit(small, source, epochs=epochs, device=device, progress=progress,
-            **{**FINETUNE_DEFAULTS, **(finetune or {})})
+        options = {**FINETUNE_DEFAULTS, **(finetune or {})}
+        if ("distill" in options or "temperature" in options) and "teacher" not in options:
+            options["teacher"] = model  # distillation from the dense model
+        fit(small, source, epochs=epochs, device=device, progress=progress, **options)
         if data is not None:
             report.accuracy_finetuned = evaluate(small, data, device=device)["accuracy"]
     if latency and report.input_size is not None and report.latency_budget is None:
@@ -341,6 +344,9 @@ def compress(
         ``train_data``, or on ``data`` when it is None (with a warning); ``finetune``
         overrides :data:`FINETUNE_DEFAULTS` (SGD, lr 0.01, cosine, no augmentation: the
         training defaults' lr 0.1 one-cycle undoes much of what the factors keep).
+        ``finetune={"distill": 1.0, "temperature": 4}`` distils from the dense ``model``
+        (:mod:`tnconv.distillation`: its logits on the same batches, eval mode, no_grad);
+        ``finetune`` with ``epochs=0`` is an error (it would be ignored).
     input_size
         ``(C, H, W)`` for FLOPs and timings; default from ``data``'s first batch. Required by
         ``flops=``.
@@ -410,6 +416,11 @@ def compress(
     fit = _check_fit(fit, allocate, kind)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be an int >= 0, got {epochs!r}")
+    if finetune is not None and epochs == 0:
+        raise ValueError("finetune= was given with epochs=0, so it would be ignored: pass "
+                         "epochs >= 1 to fine-tune, or leave finetune out")
+    if finetune is not None and ("distill" in finetune or "temperature" in finetune):
+        check_distillation(finetune.get("distill"), finetune.get("temperature"))
     rank_multiple = _check_int("rank_multiple", rank_multiple, 1)
     batch_size = _check_int("batch_size", batch_size, 1)
     dev = model_device(model) if device is None else resolve_device(device)

@@ -19,9 +19,9 @@ Examples
 
 from __future__ import annotations
 
-from .deployable import INFERENCE_PATHS, InferenceReport, for_inference
+from .deployable import INFERENCE_PATHS, MEMORY_FORMATS, InferenceReport, for_inference
 from .fold import conv_bn_pairs, fold_batchnorm
 from .timing import interleaved_medians, interleaved_samples
 
-__all__ = ["for_inference", "InferenceReport", "INFERENCE_PATHS", "fold_batchnorm",
-           "conv_bn_pairs", "interleaved_medians", "interleaved_samples"]
+__all__ = ["for_inference", "InferenceReport", "INFERENCE_PATHS", "MEMORY_FORMATS",
+           "fold_batchnorm", "conv_bn_pairs", "interleaved_medians", "interleaved_samples"]

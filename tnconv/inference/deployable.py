@@ -48,7 +48,8 @@ from ..runtime import model_device, resolve_device
 from .fold import fold_batchnorm
 from .timing import interleaved_samples
 
-__all__ = ["for_inference", "InferenceReport", "INFERENCE_PATHS", "MEASURE_MARGIN"]
+__all__ = ["for_inference", "InferenceReport", "INFERENCE_PATHS", "MEASURE_MARGIN",
+           "MEMORY_FORMATS"]
 
 #: The layers :func:`for_inference` replaces by plain modules (an :class:`~tnconv.MPOLinear`
 #: becomes its dense ``nn.Linear``: it has no plain factored form).
@@ -56,6 +57,9 @@ _FACTORED = (FactorizedConv2d, MPOLinear)
 
 #: How :func:`for_inference` picks each factorized layer's form.
 INFERENCE_PATHS: tuple[str, ...] = ("measured", "flops", "dense", "factored")
+#: The weight layouts :func:`for_inference` accepts (``"auto"``: the one measured faster).
+MEMORY_FORMATS: tuple[str, ...] = ("auto", "channels_last", "contiguous")
+_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 #: A measured ratio within this factor of 1 is noise: the path with fewer multiply-adds is kept.
 MEASURE_MARGIN = 1.1
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -79,6 +83,11 @@ class InferenceReport:
     max_abs_diff
         Largest absolute difference of the output on ``example_input`` from the eval-mode
         model's (float64 of both).
+    memory_format
+        ``"channels_last"`` or ``"contiguous"``: the layout of the copy's 4-D weights.
+    format_seconds
+        ``{"channels_last": s, "contiguous": s}``: the whole copy timed in both layouts on
+        ``example_input`` (``memory_format="auto"`` only).
     device, dtype, batch
         Where and at what batch size it was measured.
     """
@@ -87,6 +96,8 @@ class InferenceReport:
     seconds: dict[str, dict[str, float]] = field(default_factory=dict)
     folded: list[tuple[str, str]] = field(default_factory=list)
     max_abs_diff: float = 0.0
+    memory_format: str = "contiguous"
+    format_seconds: dict[str, float] = field(default_factory=dict)
     device: str = "cpu"
     dtype: str = "float32"
     batch: int = 0
@@ -137,11 +148,15 @@ def _layer_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def _choose(layer: FactorizedConv2d | MPOLinear, x: torch.Tensor | None, path: str,
-            dev: torch.device) -> tuple[nn.Module, str, dict[str, float] | None]:
+            dev: torch.device, fmt: torch.memory_format
+            ) -> tuple[nn.Module, str, dict[str, float] | None]:
     dense, factored = dense_module(layer).eval(), factored_module(layer)
     if factored is None or path == "dense":
         return dense, "dense", None
     factored.eval()
+    if x is not None and x.dim() == 4:  # measured in the layout the copy will run in
+        dense, factored = dense.to(memory_format=fmt), factored.to(memory_format=fmt)
+        x = x.contiguous(memory_format=fmt)
     if path == "factored":
         return factored, "factored", None
     if x is None:  # a layer example_input does not reach
@@ -163,6 +178,27 @@ def _choose(layer: FactorizedConv2d | MPOLinear, x: torch.Tensor | None, path: s
     else:
         faster = ratio < 1
     return (factored, "factored", seconds) if faster else (dense, "dense", seconds)
+
+
+def _layout(work: nn.Module, x: torch.Tensor, memory_format: str, dev: torch.device,
+            report: InferenceReport) -> nn.Module:
+    """``work`` in the asked layout; for ``"auto"`` the faster of the two on ``x``."""
+    if memory_format != "auto":
+        report.memory_format = memory_format
+        return work.to(memory_format=_FORMATS[memory_format])
+    if x.dim() != 4 or not any(isinstance(m, nn.Conv2d) for m in work.modules()):
+        return work
+    last = copy.deepcopy(work).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        t_last, t_cont = interleaved_samples([lambda: last(x), lambda: work(x)], repeats=5,
+                                             warmup=1, device=dev, min_sample_s=2e-2)
+    ratio = statistics.median(a / max(b, 1e-12) for a, b in zip(t_last, t_cont, strict=True))
+    report.format_seconds = {"channels_last": statistics.median(t_last),
+                             "contiguous": statistics.median(t_cont)}
+    if ratio < MEASURE_MARGIN:  # channels_last unless clearly slower: oneDNN's and cuDNN's
+        report.memory_format = "channels_last"  # preferred layout for convolutions
+        return last
+    return work
 
 
 def _max_abs_diff(a: Any, b: Any) -> float:
@@ -198,7 +234,8 @@ def _resolve(model: Any, device: Any, dtype: Any, path: Any) -> tuple[torch.devi
 
 def for_inference(model: nn.Module, example_input: torch.Tensor, *,
                   device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                  path: str = "measured", fold: bool = True) -> nn.Module:
+                  path: str = "measured", fold: bool = True,
+                  memory_format: str = "auto") -> nn.Module:
     """A copy of ``model`` ready to deploy: plain convolutions, batch norm folded, in eval mode.
 
     Parameters
@@ -218,6 +255,13 @@ def for_inference(model: nn.Module, example_input: torch.Tensor, *,
         ``"factored"`` (where the layer has one).
     fold
         Fold batch norm into the convolution before it.
+    memory_format
+        The layout of the 4-D weights: ``"channels_last"``, ``"contiguous"`` or ``"auto"``
+        (both timed on ``example_input``; channels_last unless it is clearly slower). A
+        convolution with channels_last weights runs channels_last whatever its input's layout:
+        on a 2-core CPU this halved cnn4's dense time at batch 64 (max pooling and oneDNN's
+        convolutions are much faster in it; ``benchmarks/bench_deploy.py``). The paths are
+        measured in this layout (channels_last for ``"auto"``).
 
     Returns
     -------
@@ -243,6 +287,10 @@ def for_inference(model: nn.Module, example_input: torch.Tensor, *,
     (['Conv2d', 'Conv2d', 'Conv2d'], {'': 'factored'})
     """
     dev, dtype = _resolve(model, device, dtype, path)
+    if memory_format not in MEMORY_FORMATS:
+        raise ValueError(f"unknown memory_format {memory_format!r}; valid: "
+                         f"{', '.join(MEMORY_FORMATS)}")
+    fmt = torch.contiguous_format if memory_format == "contiguous" else torch.channels_last
     x = _check_input(example_input, dev).to(dtype)
     if model.training:
         warnings.warn("for_inference: the model is in training mode; the inference form is "
@@ -255,13 +303,14 @@ def for_inference(model: nn.Module, example_input: torch.Tensor, *,
                              batch=int(x.shape[0]))
     for name, layer in [(n, m) for n, m in work.named_modules()
                         if isinstance(m, _FACTORED)]:
-        new, chosen, seconds = _choose(layer, inputs.get(name), path, dev)
+        new, chosen, seconds = _choose(layer, inputs.get(name), path, dev, fmt)
         work = replace_layer(work, name, new)
         report.paths[name] = chosen
         if seconds is not None:
             report.seconds[name] = seconds
     if fold:
         report.folded = fold_batchnorm(work)
+    work = _layout(work, x, memory_format, dev, report)
     report.max_abs_diff = _max_abs_diff(_run(work, x), reference)
     if not report.max_abs_diff <= _tolerance(reference, dtype):
         raise RuntimeError(f"for_inference: the inference form's output differs from the "
