@@ -22,7 +22,8 @@ from typing import Any
 import opt_einsum
 import torch
 
-__all__ = ["contract", "contract_tn", "contraction_expression", "contraction_cost", "cache_info"]
+__all__ = ["contract", "contract_tn", "contraction_expression", "contraction_cost", "cache_info",
+           "check_arrays", "run_steps"]
 
 
 def _equation(
@@ -133,6 +134,42 @@ def _cost(eq: str, shapes: tuple[tuple[int, ...], ...]) -> int:
     return int(opt_einsum.contract_path(eq, *shapes, shapes=True)[1].opt_cost) // 2
 
 
+def check_arrays(arrays: Sequence[Any], inds: Sequence[Sequence[str]]
+                 ) -> tuple[tuple[int, ...], ...]:
+    """The shapes of ``arrays``; errors when they are not torch tensors or do not match ``inds``.
+
+    Examples
+    --------
+    >>> check_arrays([torch.ones(2, 3)], [("a", "b")])
+    ((2, 3),)
+    """
+    if len(arrays) != len(inds):
+        raise ValueError(f"got {len(arrays)} arrays but {len(inds)} index tuples")
+    if not all(isinstance(a, torch.Tensor) for a in arrays):
+        bad = next(type(a).__name__ for a in arrays if not isinstance(a, torch.Tensor))
+        raise TypeError(f"arrays must be torch tensors, got a {bad}")
+    return tuple(tuple(int(d) for d in a.shape) for a in arrays)
+
+
+def run_steps(arrays: Sequence[torch.Tensor],
+              steps: Sequence[tuple[Sequence[int], str]]) -> torch.Tensor:
+    """Run pairwise contraction steps ``(positions popped, einsum string)`` with torch.einsum.
+
+    The operands at ``positions`` (in that order) are popped and their einsum appended, as
+    opt_einsum's contraction lists do; the last operand left is the result.
+
+    Examples
+    --------
+    >>> a, b = torch.ones(2, 3), torch.ones(3, 4)
+    >>> run_steps([a, b], [((1, 0), "bc,ab->ac")]).shape
+    torch.Size([2, 4])
+    """
+    ops = list(arrays)
+    for positions, eq in steps:
+        ops.append(torch.einsum(eq, *[ops.pop(k) for k in positions]))
+    return ops[0]
+
+
 def contract(
     arrays: Sequence[torch.Tensor],
     inds: Sequence[Sequence[str]],
@@ -168,22 +205,14 @@ def contract(
     >>> contract([a, b], [("i", "k"), ("k", "j")], ("i", "j")).shape
     torch.Size([2, 4])
     """
-    if len(arrays) != len(inds):
-        raise ValueError(f"got {len(arrays)} arrays but {len(inds)} index tuples")
-    if not all(isinstance(a, torch.Tensor) for a in arrays):
-        bad = next(type(a).__name__ for a in arrays if not isinstance(a, torch.Tensor))
-        raise TypeError(f"arrays must be torch tensors, got a {bad}")
-    key = tuple(tuple(int(d) for d in a.shape) for a in arrays)
+    key = check_arrays(arrays, inds)
     ix = tuple(tuple(i) for i in inds)
     steps = _steps(ix, key, tuple(output_inds)) if optimize == "auto" else None
     if steps is None or any(c not in _LETTERS for _, eq in steps for c in eq):
         expr = contraction_expression(inds, key, output_inds, optimize=optimize)
         out = expr(*arrays, backend="torch")
     else:
-        ops = list(arrays)
-        for positions, eq in steps:
-            ops.append(torch.einsum(eq, *[ops.pop(k) for k in positions]))
-        out = ops[0]
+        out = run_steps(arrays, steps)
     if shape is None:
         return out
     if math.prod(shape) != out.numel():

@@ -54,6 +54,7 @@ from typing import Any, NamedTuple
 import opt_einsum
 import torch
 
+from .contraction import check_arrays, run_steps
 from .runtime import atomic_write, cache_dir
 
 __all__ = ["SEARCH", "HyperPath", "PathCacheInfo", "clear_path_cache", "hyper_contract",
@@ -285,17 +286,9 @@ def hyper_contract(arrays: Sequence[torch.Tensor], inds: Sequence[Sequence[str]]
     >>> hyper_contract([a, b], [("i", "k"), ("k", "j")], ("i", "j"), persist=False).shape
     torch.Size([2, 4])
     """
-    if len(arrays) != len(inds):
-        raise ValueError(f"got {len(arrays)} arrays but {len(inds)} index tuples")
-    if not all(isinstance(a, torch.Tensor) for a in arrays):
-        bad = next(type(a).__name__ for a in arrays if not isinstance(a, torch.Tensor))
-        raise TypeError(f"arrays must be torch tensors, got a {bad}")
-    shapes = tuple(tuple(int(d) for d in a.shape) for a in arrays)
-    ops = list(arrays)
-    for positions, eq in _steps(tuple(tuple(i) for i in inds), shapes, tuple(output_inds),
-                                persist):
-        ops.append(torch.einsum(eq, *[ops.pop(k) for k in positions]))
-    return ops[0]
+    shapes = check_arrays(arrays, inds)
+    return run_steps(arrays, _steps(tuple(tuple(i) for i in inds), shapes, tuple(output_inds),
+                                    persist))
 
 
 def path_cache_info() -> PathCacheInfo:
