@@ -49,7 +49,7 @@ from ..hyper_contraction import hyper_contract
 from ..mps import KernelMPO, cut_spectra, to_mpo
 from ..spectra import entropy
 from .base import PATHS, FactorizedConv2d
-from .mpo_paths import PathEstimate, channel_estimate, rebuild_estimate
+from .mpo_paths import PathEstimate, adopt_mpo, channel_estimate, rebuild_estimate
 
 __all__ = ["MPOConv2d"]
 
@@ -113,17 +113,8 @@ class MPOConv2d(FactorizedConv2d):
         super()._adopt(conv, path, options)
 
     def _set_factors(self, decomposition: KernelMPO) -> None:
-        mpo = decomposition
-        self.cores = nn.ParameterList(
-            [nn.Parameter(c.detach().to(mpo.out_dtype).contiguous().clone()) for c in mpo.cores])
-        self.inds: list[tuple[str, ...]] = list(mpo.inds)
-        self.in_shape: tuple[int, ...] = tuple(mpo.in_shape)
-        self.out_shape: tuple[int, ...] = tuple(mpo.out_shape)
-        self.spatial: bool = mpo.spatial
-        self.physical_legs: tuple[str, ...] = tuple(mpo.physical_legs)
-        self._spectra_chain: torch.Tensor | None = mpo.mps.chain
-        self._spectra: list[torch.Tensor] | None = None
-        self._plans: dict[tuple[Any, ...], str] = {}
+        adopt_mpo(self, decomposition)
+        self.spatial: bool = decomposition.spatial
 
     # ------------------------------------------------------------------ properties
     @property

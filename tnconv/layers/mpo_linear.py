@@ -40,7 +40,7 @@ from ..spectra import entropy
 from .balance import balance_factors
 from .base import PATHS
 from .factor_shapes import adopt_factor_shapes, check_bond_sizes
-from .mpo_paths import PathEstimate, channel_estimate, rebuild_estimate
+from .mpo_paths import PathEstimate, adopt_mpo, channel_estimate, rebuild_estimate
 
 __all__ = ["MPOLinear"]
 
@@ -134,16 +134,7 @@ class MPOLinear(nn.Module):
         self.rel_error: float = mpo.rel_error
 
     def _set_factors(self, mpo: KernelMPO) -> None:
-        self.cores = nn.ParameterList(
-            [nn.Parameter(c.detach().to(mpo.out_dtype).contiguous().clone()) for c in mpo.cores])
-        self.inds: list[tuple[str, ...]] = list(mpo.inds)
-        self.in_shape: tuple[int, ...] = tuple(mpo.in_shape)
-        self.out_shape: tuple[int, ...] = tuple(mpo.out_shape)
-        self.physical_legs: tuple[str, ...] = tuple(mpo.physical_legs)
-        # bond_spectra: computed on first access from the chain-ordered weight, then released
-        self._spectra_chain: torch.Tensor | None = mpo.mps.chain
-        self._spectra: list[torch.Tensor] | None = None
-        self._plans: dict[tuple[Any, ...], bool] = {}
+        adopt_mpo(self, mpo)
 
     # ------------------------------------------------------------------ properties
     @property

@@ -39,13 +39,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch import nn
 
 from ..contraction import contraction_cost
 from ..hyper_contraction import hyper_path
 
-__all__ = ["EINSUM_COST", "MEMORY_WEIGHT", "PathEstimate", "channel_estimate",
+__all__ = ["adopt_mpo", "EINSUM_COST", "MEMORY_WEIGHT", "PathEstimate", "channel_estimate",
            "rebuild_estimate"]
 
 #: Multiply-adds one element written is worth in :attr:`PathEstimate.score` (cotengra's own
@@ -116,6 +118,30 @@ def _channel_costs(inds: tuple[tuple[str, ...], ...], shapes: tuple[tuple[int, .
                    output_inds: tuple[str, ...]) -> tuple[int, int, int]:
     found = hyper_path(inds, shapes, output_inds)
     return found.flops, max(0, found.peak - math.prod(shapes[0])), found.writes
+
+
+def adopt_mpo(layer: nn.Module, mpo: Any) -> None:
+    """Give ``layer`` (an MPO layer) the cores of ``mpo`` (a :class:`tnconv.KernelMPO`) as
+    parameters, with their index names, sub-leg shapes and the weight its bond spectra come
+    from (computed on first access, then released): what both MPO layers hold.
+
+    Examples
+    --------
+    >>> import torch, tnconv
+    >>> layer = torch.nn.Module()
+    >>> adopt_mpo(layer, tnconv.to_mpo(torch.randn(8, 8), max_bond=2))
+    >>> len(layer.cores), layer.in_shape
+    (2, (4, 2))
+    """
+    layer.cores = nn.ParameterList(
+        [nn.Parameter(c.detach().to(mpo.out_dtype).contiguous().clone()) for c in mpo.cores])
+    layer.inds = list(mpo.inds)
+    layer.in_shape = tuple(mpo.in_shape)
+    layer.out_shape = tuple(mpo.out_shape)
+    layer.physical_legs = tuple(mpo.physical_legs)
+    layer._spectra_chain = mpo.mps.chain
+    layer._spectra = None
+    layer._plans = {}
 
 
 def rebuild_estimate(shapes: Sequence[Sequence[int]], inds: Sequence[Sequence[str]],
